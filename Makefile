@@ -1,0 +1,21 @@
+# The two quick-start commands are `make demo` and `make test`; each sets up first.
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup setup-editor demo test lint bench-harness clean
+
+setup:
+	@scripts/setup.sh
+
+setup-editor:
+	@scripts/setup.sh --editor
+
+demo: setup
+	$(BIN)/stark bench examples/elementwise_chain.py examples/candidates/elementwise_chain_cpp.py --device cpu
+
+test: setup-editor
+	$(BIN)/ruff check engine stark_lsp tests benchmarks examples
+	$(BIN)/python -m pytest -q -ra
+
+clean:
+	rm -rf $(VENV) build *.egg-info

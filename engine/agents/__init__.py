@@ -1,0 +1,1 @@
+"""Plan, code and debug agents: an OpenAI-compatible client and an offline default."""

@@ -1,0 +1,76 @@
+"""What every agent (OpenAI-compatible or offline) takes and returns.
+
+The search builds an `AgentRequest` for each role. Endpoint agents send
+`request.prompt` (the complete prompt text) to a model; the offline agent reads the
+structured fields instead. Both answer with an `AgentReply` whose text has the same
+shape (a fenced ```json plan and/or a fenced ```python kernel), so one parser
+serves both and the offline path exercises it too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+class Role(StrEnum):
+    SEED = "seed"
+    PLAN = "plan"
+    CODE = "code"
+    DEBUG = "debug"
+    REPAIR = "repair"  # one retry after a malformed reply
+
+
+@dataclass(slots=True)
+class HistoryItem:
+    """A neighbour or leader node, as context for an agent."""
+
+    node_id: int
+    phase: str
+    runnable: bool
+    speedup: float | None
+    plan_summary: str = ""
+    error: str | None = None
+    code: str | None = None
+
+
+@dataclass(slots=True)
+class AgentRequest:
+    role: Role
+    prompt: str
+    round: int
+    reference_src: str
+    device: str = "cpu"
+    parent_code: str | None = None
+    parent_plan: dict[str, Any] | None = None
+    anchored_code: str | None = None
+    plan: dict[str, Any] | None = None
+    error_log: str | None = None
+    history: list[HistoryItem] = field(default_factory=list)
+    profile: list[dict[str, Any]] | None = None
+    previous_reply: str | None = None  # for REPAIR: the malformed reply
+    parse_error: str | None = None  # for REPAIR: what was wrong with it
+
+
+@dataclass(slots=True)
+class AgentReply:
+    text: str
+    reasoning: str = ""
+    model: str = ""
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_s: float = 0.0
+    cost_usd: float | None = None
+
+
+class AgentError(RuntimeError):
+    """A call that failed after its retries; the expansion fails, not the run."""
+
+
+class Agent(Protocol):
+    name: str
+
+    def model_for(self, role: Role) -> str: ...
+
+    def complete(self, request: AgentRequest) -> AgentReply: ...

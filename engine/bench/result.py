@@ -1,0 +1,145 @@
+"""The one verdict type that travels from the sandboxed worker to the CLI, the
+search engine, the trace and the language server. It round-trips through JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+
+@dataclass(slots=True)
+class TimingStats:
+    """Summary of per-call wall times in milliseconds."""
+
+    median: float
+    iqr: float
+    mean: float
+    min: float
+    n: int
+
+    @classmethod
+    def from_samples(cls, samples_ms: list[float]) -> TimingStats:
+        if not samples_ms:
+            raise ValueError("no timing samples")
+        ordered = sorted(samples_ms)
+        return cls(
+            median=_quantile(ordered, 0.5),
+            iqr=_quantile(ordered, 0.75) - _quantile(ordered, 0.25),
+            mean=sum(ordered) / len(ordered),
+            min=ordered[0],
+            n=len(ordered),
+        )
+
+    def __str__(self) -> str:
+        return f"{self.median:.3f} ± {self.iqr:.3f} ms (IQR, n={self.n})"
+
+
+def _quantile(ordered: list[float], q: float) -> float:
+    """Linear-interpolated quantile (numpy's default) without importing numpy."""
+    if len(ordered) == 1:
+        return ordered[0]
+    pos = q * (len(ordered) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+@dataclass(slots=True)
+class ProfileEntry:
+    """One operator or kernel from torch.profiler, ranked by self time."""
+
+    name: str
+    self_ms: float
+    calls: int
+    percent: float
+
+
+@dataclass(slots=True)
+class ErrorLocation:
+    """Where in the candidate file a runtime error surfaced (1-based line)."""
+
+    line: int
+    function: str = ""
+
+
+@dataclass(slots=True)
+class EvalResult:
+    """Verdict of one evaluation. `correct` is only ever True when every trial
+    passed every check; `error` is a one-line reason whenever something failed."""
+
+    compiled: bool = False
+    correct: bool = False
+    speedup: float | None = None
+    ref_ms: TimingStats | None = None
+    new_ms: TimingStats | None = None
+    max_abs_err: float | None = None
+    mean_abs_err: float | None = None
+    flags: list[str] = field(default_factory=list)
+    error: str | None = None
+    # compile | import | reference | correctness | runtime | timeout | crash | harness
+    stage: str | None = None
+    log: str = ""
+    device: str = "cpu"
+    trials_passed: int = 0
+    correctness_trials: int = 0
+    error_location: ErrorLocation | None = None
+    profile: list[ProfileEntry] | None = None
+    host_ms: TimingStats | None = None  # CUDA only: host time around a device-wide sync
+    compile_s: float | None = None  # candidate import + load_inline builds + construction
+    kernel_s: float | None = None  # time inside forward calls (warm-up, trials, timing) + compare
+    total_s: float | None = None
+    harness_overhead_s: float | None = None
+    candidate_sha256: str = ""
+
+    @property
+    def runnable(self) -> bool:
+        return self.compiled and self.correct
+
+    def add_flag(self, flag: str) -> None:
+        if flag not in self.flags:
+            self.flags.append(flag)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvalResult:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for key in ("ref_ms", "new_ms", "host_ms"):
+            if isinstance(values.get(key), dict):
+                values[key] = TimingStats(**values[key])
+        if isinstance(values.get("error_location"), dict):
+            values["error_location"] = ErrorLocation(**values["error_location"])
+        if isinstance(values.get("profile"), list):
+            values["profile"] = [ProfileEntry(**p) for p in values["profile"]]
+        values["flags"] = list(values.get("flags") or [])
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text: str) -> EvalResult:
+        return cls.from_dict(json.loads(text))
+
+    def summary(self) -> str:
+        """A short human verdict, as `stark bench` prints it."""
+        if not self.compiled:
+            head = f"FAILED to build/load ({self.stage or 'compile'}): {self.error}"
+        elif not self.correct:
+            head = f"INCORRECT ({self.stage or 'correctness'}): {self.error}"
+        else:
+            head = f"CORRECT, speedup {self.speedup:.2f}x" if self.speedup else "CORRECT"
+        lines = [head]
+        if self.ref_ms:
+            lines.append(f"  reference: {self.ref_ms}")
+        if self.new_ms:
+            lines.append(f"  candidate: {self.new_ms}")
+        if self.max_abs_err is not None:
+            lines.append(f"  max abs err {self.max_abs_err:.3g}, mean {self.mean_abs_err or 0:.3g}")
+        if self.flags:
+            lines.append(f"  flags: {', '.join(self.flags)}")
+        lines.append(f"  device: {self.device}")
+        return "\n".join(lines)

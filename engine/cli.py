@@ -1,0 +1,55 @@
+"""`stark` command line: one sub-command per feature module.
+
+Each feature owns its parser in its own module (`register(subparsers)`), so the
+dispatcher stays small. Usage errors exit 2 with a one-line message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# sub-command name -> module exposing register(subparsers) and run(args) -> int
+COMMANDS: dict[str, str] = {
+    "bench": "engine.bench.cli",
+    "optimize": "engine.optimize_cli",
+    "batch": "engine.batch_cli",
+    "trace": "engine.trace.cli",
+}
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stark", description="STARK kernel optimizer")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, module_name in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue  # feature not installed in this build
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UsageError as exc:
+        print(f"stark {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"stark {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Set up everything STARK needs in ./.venv (idempotent; a re-run takes about a second).
+#   scripts/setup.sh            python environment (torch chosen for this machine)
+#   scripts/setup.sh --editor   also Neovim and the VS Code extension's node packages (tests)
+# Environment overrides:
+#   STARK_VENV=path             where the virtual environment lives (default .venv)
+#   STARK_TORCH_SPEC=spec       force a torch requirement, e.g. "torch==2.13.0"
+#   STARK_TORCH_INDEX=url       an extra index for torch wheels (e.g. the PyTorch CPU index)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${STARK_VENV:-.venv}
+PY=${PYTHON:-python3}
+WITH_EDITOR=0
+for arg in "$@"; do
+  case "$arg" in
+    --editor) WITH_EDITOR=1 ;;
+    *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
+  esac
+done
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating virtual environment in $VENV"
+  "$PY" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+
+has_nvidia_gpu() {
+  command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'
+}
+
+if ! "$VENV/bin/python" -c 'import torch' >/dev/null 2>&1; then
+  if [ -n "${STARK_TORCH_SPEC:-}" ]; then
+    spec=$STARK_TORCH_SPEC
+  elif has_nvidia_gpu; then
+    # PyPI's default Linux wheel is the CUDA build, with Triton.
+    spec="torch"
+  else
+    # CPU-only machine: the pinned CPU build (a local wheel on STARK's dev machines).
+    spec="torch==2.13.0"
+  fi
+  extra=()
+  [ -n "${STARK_TORCH_INDEX:-}" ] && extra=(--extra-index-url "$STARK_TORCH_INDEX")
+  log "installing $spec"
+  "${PIP[@]}" install "${extra[@]}" "$spec"
+fi
+
+stamp="$VENV/.stark-installed-$(cat pyproject.toml | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  log "installing stark (editable) with dev tools"
+  "${PIP[@]}" install -e ".[dev]"
+  rm -f "$VENV"/.stark-installed-*
+  touch "$stamp"
+fi
+
+if [ "$WITH_EDITOR" = 1 ]; then
+  if ! command -v nvim >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      log "installing neovim (Debian package)"
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq neovim) >/dev/null \
+        || log "could not install neovim; its smoke test will be skipped"
+    else
+      log "neovim missing and cannot apt-get here; its smoke test will be skipped"
+    fi
+  fi
+  if [ -f vscode-extension/package-lock.json ] && command -v npm >/dev/null 2>&1; then
+    if [ ! -d vscode-extension/node_modules ] || [ vscode-extension/package-lock.json -nt vscode-extension/node_modules/.package-lock.json ]; then
+      log "installing the VS Code extension's node packages"
+      (cd vscode-extension && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+  fi
+fi
+log "ready: $VENV"
