@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "bench": "engine.bench.cli",
     "optimize": "engine.optimize_cli",
     "batch": "engine.batch_cli",
+    "debug": "engine.debug_cli",
     "trace": "engine.trace.cli",
 }
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from engine.bench import static_checks
 from engine.bench.config import EvalConfig
-from engine.bench.result import EvalResult
+from engine.bench.result import ErrorLocation, EvalResult
 from engine.bench.sandbox import HarnessError, Sandbox, WorkerOutcome
 
 LOG_TAIL_CHARS = 16_000
@@ -84,7 +85,9 @@ class Benchmarker:
                 shutil.rmtree(eval_dir, ignore_errors=True)
         result.total_s = time.monotonic() - start
         if result.compile_s is not None and result.kernel_s is not None:
-            result.harness_overhead_s = max(0.0, result.total_s - result.compile_s - result.kernel_s)
+            result.harness_overhead_s = max(
+                0.0, result.total_s - result.compile_s - result.kernel_s
+            )
         return result
 
     def _evaluate_in(
@@ -112,16 +115,24 @@ class Benchmarker:
         result.candidate_sha256 = hashlib.sha256(candidate_src.encode()).hexdigest()
         for flag in static_flags:
             result.add_flag(flag)
-        if result.correct and result.speedup is not None and result.speedup > config.excessive_speedup:
+        if (
+            result.correct
+            and result.speedup is not None
+            and result.speedup > config.excessive_speedup
+        ):
             result.add_flag("excessive_speedup")
         log = read_tail(eval_dir / "log.txt")
+        if result.error_location is None and result.stage in ("crash", "timeout"):
+            result.error_location = crash_location(log, eval_dir / "candidate.py")
         result.log = (result.log + "\n" + log).strip() if result.log else log
         if len(result.log) > LOG_TAIL_CHARS * 2:
             result.log = "[... truncated ...]\n" + result.log[-LOG_TAIL_CHARS * 2 :]
         return result
 
     @staticmethod
-    def _verdict(eval_dir: Path, outcome: WorkerOutcome, nonce: str, config: EvalConfig) -> EvalResult:
+    def _verdict(
+        eval_dir: Path, outcome: WorkerOutcome, nonce: str, config: EvalConfig
+    ) -> EvalResult:
         result_path = eval_dir / "result.json"
         if outcome.timed_out_phase is None and result_path.exists():
             try:
@@ -139,12 +150,22 @@ class Benchmarker:
         return verdict_without_result(outcome, config)
 
 
+def crash_location(log: str, candidate_path: Path) -> ErrorLocation | None:
+    """Where a crashed or hung worker was in the candidate, from the faulthandler dump the
+    worker writes on a fatal signal or just before its deadline (most recent call first)."""
+    pattern = re.compile(r'File "' + re.escape(str(candidate_path)) + r'", line (\d+) in (\S+)')
+    match = pattern.search(log[log.find("most recent call first") :]) if log else None
+    return ErrorLocation(line=int(match.group(1)), function=match.group(2)) if match else None
+
+
 def verdict_without_result(outcome: WorkerOutcome, config: EvalConfig) -> EvalResult:
     """A worker that left no result has not passed; say exactly how it ended."""
     compiled = outcome.last_phase == "run"
     where = "while running the candidate" if compiled else "while building/importing the candidate"
     if outcome.timed_out_phase == "compile":
-        error = f"compile/import timed out after {config.compile_timeout_s:g}s; process group killed"
+        error = (
+            f"compile/import timed out after {config.compile_timeout_s:g}s; process group killed"
+        )
         stage = "timeout"
     elif outcome.timed_out_phase == "run":
         error = f"run timed out after {config.run_timeout_s:g}s; process group killed"
@@ -173,7 +194,9 @@ def verdict_without_result(outcome: WorkerOutcome, config: EvalConfig) -> EvalRe
 _default_benchmarker: Benchmarker | None = None
 
 
-def evaluate(reference_src: str, candidate_src: str, config: EvalConfig | None = None) -> EvalResult:
+def evaluate(
+    reference_src: str, candidate_src: str, config: EvalConfig | None = None
+) -> EvalResult:
     """Evaluate with a process-wide default Benchmarker (its fork server is reused)."""
     global _default_benchmarker
     if _default_benchmarker is None:

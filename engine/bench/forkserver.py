@@ -23,6 +23,8 @@ import sys
 import time
 
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+SWEEP_ROUNDS = 50
 
 
 def _preload() -> float:
@@ -43,6 +45,58 @@ def _die_with_parent() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
+def _become_subreaper() -> None:
+    """Orphans of a worker (ninja runs each compiler in its OWN process group, and a candidate
+    may daemonize) are re-parented to this server instead of init, so they can be swept."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def _child_pids(parent: int) -> list[int]:
+    pids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        fields = stat.rsplit(b")", 1)[-1].split()
+        if len(fields) > 1 and int(fields[1]) == parent:
+            pids.append(int(name))
+    return pids
+
+
+def _sweep_orphans(workers: dict[int, str]) -> None:
+    """SIGKILL every child of this server that is not a live worker, with its group; repeat,
+    because each kill re-parents that process's own children to us."""
+    me = os.getpid()
+    for _ in range(SWEEP_ROUNDS):
+        strays = [pid for pid in _child_pids(me) if pid not in workers]
+        if not strays:
+            return
+        for pid in strays:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        # Reap exactly these (never a worker: its status must reach the parent); each may
+        # have handed its own children to us meanwhile, which the next round finds.
+        deadline = time.monotonic() + 0.5
+        pending = set(strays)
+        while pending and time.monotonic() < deadline:
+            for pid in list(pending):
+                try:
+                    if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                        pending.discard(pid)
+                except ChildProcessError:
+                    pending.discard(pid)
+            if pending:
+                time.sleep(0.002)
+
+
 def _run_child(eval_dir: str, keep_fds: tuple[int, ...]) -> None:
     """In the forked child: new process group, quiet fds, run the worker, never return."""
     code = 70
@@ -51,16 +105,18 @@ def _run_child(eval_dir: str, keep_fds: tuple[int, ...]) -> None:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.set_wakeup_fd(-1)
         _die_with_parent()
-        for fd in keep_fds:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        log_fd = os.open(os.path.join(eval_dir, "log.txt"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        # Open the new fds before closing the server's: closing stdin (fd 0) first would
+        # make the log land on fd 0, be overwritten by /dev/null, and lose all output.
+        log_fd = os.open(
+            os.path.join(eval_dir, "log.txt"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
+        )
         null_fd = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null_fd, 0)
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
-        os.close(null_fd)
-        os.close(log_fd)
+        for fd in {null_fd, log_fd, *keep_fds} - {0, 1, 2}:
+            with contextlib.suppress(OSError):
+                os.close(fd)
         sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
         sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
         from engine.bench import worker
@@ -101,6 +157,7 @@ def main() -> None:
     os.dup2(2, 1)
     stdin_fd = sys.stdin.fileno()
 
+    _become_subreaper()
     import_s = _preload()
 
     wake_r, wake_w = os.pipe()
@@ -117,7 +174,7 @@ def main() -> None:
         channel.flush()
 
     def reap() -> None:
-        while children:
+        while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
@@ -125,11 +182,14 @@ def main() -> None:
             if pid == 0:
                 return
             request_id = children.pop(pid, None)
-            # Take down anything the worker left behind in its group (ninja, cc1plus, ...).
+            if request_id is None:
+                continue  # an orphan re-parented to us (see _become_subreaper)
+            # Take down anything the worker left behind: its group (ninja, a helper the
+            # candidate started) and, via the subreaper, compilers in their own groups.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
-            if request_id is not None:
-                send({"id": request_id, "pid": pid, "status": status})
+            _sweep_orphans(children)
+            send({"id": request_id, "pid": pid, "status": status})
 
     send({"ready": True, "import_s": import_s, "pid": os.getpid()})
     reader = _LineReader(stdin_fd)

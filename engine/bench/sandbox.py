@@ -158,7 +158,9 @@ class Sandbox:
         with self._lock:
             return self._run_locked(eval_dir, compile_timeout_s, run_timeout_s)
 
-    def _run_locked(self, eval_dir: Path, compile_timeout_s: float, run_timeout_s: float) -> WorkerOutcome:
+    def _run_locked(
+        self, eval_dir: Path, compile_timeout_s: float, run_timeout_s: float
+    ) -> WorkerOutcome:
         request_id = uuid.uuid4().hex
         start = time.monotonic()
         self._send({"id": request_id, "dir": str(eval_dir)})
@@ -177,7 +179,13 @@ class Sandbox:
             if message is not None and message.get("id") == request_id:
                 if "status" in message:
                     compile_s = (run_started or now) - start
-                    return WorkerOutcome(int(message["status"]), timed_out, read_phase(eval_dir), now - start, compile_s)
+                    return WorkerOutcome(
+                        int(message["status"]),
+                        timed_out,
+                        read_phase(eval_dir),
+                        now - start,
+                        compile_s,
+                    )
                 if pid is None and "pid" in message:
                     pid = int(message["pid"])  # type: ignore[arg-type]
                     deadline = now + compile_timeout_s

@@ -1,0 +1,334 @@
+"""KernelBench problems for the GPU suite: copy them in, run `stark batch`, compare.
+
+KernelBench's files are never committed. `copy_tasks` takes them from a snapshot
+(a checkout, or the bare git directory that the search tool's `fetch` leaves)
+into a git-ignored folder (`.kb/` by default) that a device run can carry.
+
+The torch.compile baseline is a candidate like any other: the reference file
+with a `ModelNew` that subclasses `Model` and compiles its forward, benchmarked
+against eager by the same benchmarker, so both baselines are timed identically.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+TASKS_FILE = Path(__file__).with_name("kernelbench_tasks.txt")
+DEFAULT_KB_DIR = ".kb"
+# A problem file "runs unchanged" if it needs nothing beyond torch and these.
+ALLOWED_IMPORT_ROOTS = frozenset({"torch", "math", "__future__", "typing"})
+
+COMPILE_BASELINE_SUFFIX = '''
+
+# --- STARK baseline: the reference, compiled with torch.compile (default mode) ---
+class ModelNew(Model):
+    """Same parameters (same construction order), forward compiled by Inductor."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._compiled_forward = torch.compile(super().forward)
+
+    def forward(self, *args):
+        return self._compiled_forward(*args)
+'''
+
+
+def read_task_list(path: Path = TASKS_FILE) -> list[str]:
+    """Relative task paths, one a line; '#' starts a comment."""
+    tasks = []
+    for raw in path.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if line:
+            tasks.append(line)
+    if not tasks:
+        raise ValueError(f"{path} lists no KernelBench tasks")
+    return tasks
+
+
+def level_of(task: str) -> str:
+    """'level1' for 'KernelBench/level1/19_ReLU.py'."""
+    for part in Path(task).parts:
+        if part.startswith("level"):
+            return part
+    return "other"
+
+
+def _is_bare_git_dir(path: Path) -> bool:
+    return (path / "HEAD").is_file() and (path / "objects").is_dir()
+
+
+def _read_from_snapshot(snapshot: Path, task: str) -> str:
+    """The task's text from a checkout, its KernelBench/ folder, or a bare git dir."""
+    if _is_bare_git_dir(snapshot):
+        proc = subprocess.run(
+            ["git", f"--git-dir={snapshot}", "show", f"HEAD:{task}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise FileNotFoundError(f"{task} is not in the git snapshot {snapshot}")
+        return proc.stdout
+    for candidate in (snapshot / task, snapshot.parent / task):
+        if candidate.is_file():
+            return candidate.read_text()
+    raise FileNotFoundError(f"{task} is not under {snapshot}")
+
+
+def copy_tasks(snapshot: Path, dest: Path, tasks: list[str]) -> list[Path]:
+    """Copy the listed problems to dest/<level>/<file>; all must exist."""
+    if not snapshot.exists():
+        raise FileNotFoundError(f"KernelBench snapshot {snapshot} does not exist")
+    copied = []
+    missing = []
+    for task in tasks:
+        try:
+            text = _read_from_snapshot(snapshot, task)
+        except FileNotFoundError:
+            missing.append(task)
+            continue
+        target = dest / level_of(task) / Path(task).name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        copied.append(target)
+    if missing:
+        raise FileNotFoundError(f"missing from {snapshot}: {', '.join(missing)}")
+    return copied
+
+
+def local_task_files(dest: Path, tasks: list[str]) -> list[Path]:
+    """Where copy_tasks put each task; raises if a copy is missing (carry the folder)."""
+    paths = [dest / level_of(t) / Path(t).name for t in tasks]
+    absent = [str(p) for p in paths if not p.is_file()]
+    if absent:
+        raise FileNotFoundError(
+            f"KernelBench copies not found: {', '.join(absent)}; run with --kernelbench "
+            "SNAPSHOT first (and carry the folder to the device)"
+        )
+    return paths
+
+
+def extra_imports(source: str) -> list[str]:
+    """Top-level modules the file imports beyond torch and the small allowed set."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return sorted(found - ALLOWED_IMPORT_ROOTS)
+
+
+def compile_baseline_source(reference_src: str) -> str:
+    """A candidate file: the reference plus a torch.compile'd ModelNew."""
+    tree = ast.parse(reference_src)
+    if not any(isinstance(n, ast.ClassDef) and n.name == "Model" for n in tree.body):
+        raise ValueError("reference defines no top-level Model class")
+    return reference_src.rstrip() + "\n" + COMPILE_BASELINE_SUFFIX
+
+
+@dataclass(slots=True)
+class BatchRun:
+    """How one `stark batch` subprocess went."""
+
+    command: list[str]
+    returncode: int | None
+    seconds: float
+    summary: dict[str, Any] | None
+    stdout_tail: str = ""
+    stderr_tail: str = ""
+    error: str | None = None
+
+
+def last_json_object(text: str) -> dict[str, Any] | None:
+    """The last JSON object printed: the whole text, else the last line that parses."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+        return value if isinstance(value, dict) else None
+    except ValueError:
+        pass
+    for line in reversed(text.splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                value = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                return value
+    start = text.rfind("\n{")
+    if start >= 0:
+        try:
+            value = json.loads(text[start + 1 :])
+            return value if isinstance(value, dict) else None
+        except ValueError:
+            return None
+    return None
+
+
+def run_batch(
+    files: list[Path],
+    out_dir: Path,
+    rounds: int,
+    device: str,
+    timeout_s: float,
+    repo_root: Path,
+) -> BatchRun:
+    """`stark batch FILES --agent offline --rounds N --device D --out DIR --json`."""
+    command = [
+        sys.executable,
+        "-m",
+        "engine",
+        "batch",
+        *[str(f) for f in files],
+        "--agent",
+        "offline",
+        "--rounds",
+        str(rounds),
+        "--device",
+        device,
+        "--out",
+        str(out_dir),
+        "--json",
+    ]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo_root), env.get("PYTHONPATH")]))
+    start = time.monotonic()
+    try:
+        proc = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            cwd=repo_root,
+            env=env,
+            check=False,
+            start_new_session=True,
+        )
+    except subprocess.TimeoutExpired as exc:
+        # The batch rewrites summary.json after every task: keep what finished.
+        return BatchRun(
+            command,
+            None,
+            time.monotonic() - start,
+            newest_summary_file(out_dir),
+            _tail(exc.stdout),
+            _tail(exc.stderr),
+            error=f"stark batch timed out after {timeout_s:g}s (tasks finished so far kept)",
+        )
+    seconds = time.monotonic() - start
+    summary = last_json_object(proc.stdout)
+    error = None
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["(no stderr)"])[-1]
+        error = f"stark batch exited {proc.returncode}: {last}"
+        summary = summary or newest_summary_file(out_dir)
+    elif summary is None:
+        error = "stark batch printed no JSON summary"
+    return BatchRun(
+        command, proc.returncode, seconds, summary, _tail(proc.stdout), _tail(proc.stderr), error
+    )
+
+
+def newest_summary_file(out_dir: Path) -> dict[str, Any] | None:
+    """The summary.json of the newest batch run under out_dir, if any."""
+    found = sorted(out_dir.glob("*/summary.json"), key=lambda p: p.stat().st_mtime)
+    for path in reversed(found):
+        try:
+            value = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+def _tail(text: str | bytes | None, limit: int = 4000) -> str:
+    if text is None:
+        return ""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    return text[-limit:]
+
+
+def task_entries(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The per-task dicts of a batch summary, wherever the summary keeps them."""
+    for key in ("task_results", "outcomes", "results", "per_task", "tasks"):
+        value = summary.get(key)
+        if isinstance(value, list) and all(isinstance(v, dict) for v in value):
+            return value
+    for value in summary.values():
+        is_dicts = isinstance(value, list) and value and all(isinstance(v, dict) for v in value)
+        if is_dicts and any("best_speedup" in v for v in value):
+            return value
+    return []
+
+
+def entry_matches(entry: dict[str, Any], path: Path) -> bool:
+    names = {str(entry.get(k) or "") for k in ("task", "reference", "name", "path")}
+    return any(n and (Path(n).name == path.name or Path(n).stem == path.stem) for n in names)
+
+
+@dataclass(slots=True)
+class TaskRow:
+    """One KernelBench task: STARK's best against eager and against torch.compile."""
+
+    task: str
+    level: str
+    correct: bool = False
+    speedup_vs_eager: float | None = None
+    compile_correct: bool = False
+    compile_speedup_vs_eager: float | None = None
+    speedup_vs_compile: float | None = None
+    eager_ms: float | None = None
+    compile_ms: float | None = None
+    error: str | None = None
+    extra_imports: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def geomean(values: list[float]) -> float | None:
+    positive = [v for v in values if v and v > 0]
+    if not positive:
+        return None
+    return math.exp(sum(math.log(v) for v in positive) / len(positive))
+
+
+def aggregate(rows: list[TaskRow]) -> dict[str, Any]:
+    """KernelBench-style figures: fast_p over all tasks, geomeans over correct ones."""
+    n = len(rows) or 1
+    correct = [r for r in rows if r.correct and r.speedup_vs_eager is not None]
+    vs_compile = [r for r in correct if r.speedup_vs_compile is not None]
+    compiled_ok = [r for r in rows if r.compile_correct and r.compile_speedup_vs_eager]
+    return {
+        "tasks": len(rows),
+        "correct": len(correct),
+        "fast_0": len(correct) / n,
+        "fast_1_vs_eager": sum(1 for r in correct if r.speedup_vs_eager > 1.0) / n,  # type: ignore[operator]
+        "fast_1_vs_compile": sum(1 for r in vs_compile if r.speedup_vs_compile > 1.0) / n,  # type: ignore[operator]
+        "geomean_vs_eager": geomean([r.speedup_vs_eager for r in correct]),  # type: ignore[misc]
+        "geomean_vs_compile": geomean([r.speedup_vs_compile for r in vs_compile]),  # type: ignore[misc]
+        "compile_geomean_vs_eager": geomean(
+            [r.compile_speedup_vs_eager for r in compiled_ok]  # type: ignore[misc]
+        ),
+        "compile_fast_1_vs_eager": sum(
+            1
+            for r in compiled_ok
+            if r.compile_speedup_vs_eager and r.compile_speedup_vs_eager > 1.0
+        )
+        / n,
+    }

@@ -1,0 +1,466 @@
+"""The embedded default agent: plays every role deterministically with no network.
+
+It applies real, semantics-preserving transformations of the reference (see
+`engine.agents.transforms` for the catalogue) and answers in exactly the format an LLM is
+asked for, so the same parser, tree and benchmarker run in both modes.
+
+Policy, in short:
+- SEED: the reference run eagerly (speedup ~1x), so the score curve starts honestly.
+- PLAN: score the one-step moves from the parent's transformation set (add, swap a compile
+  mode, drop a failing one) by prior value for this reference and device, plus evidence from
+  the history (escalate what sped up, avoid what failed, never repeat a tried set), plus
+  seeded noise. Early in a run it deliberately tries one precision variant, so even short runs
+  contain a buggy node and a debug step.
+- CODE: render the plan's transformations into a `ModelNew` module.
+- DEBUG: read the error log and the failing node's header, revert the offending
+  transformation, and re-render.
+- REPAIR: re-emit a well-formed reply.
+
+Every random choice comes from an RNG keyed by (seed, round, role, parent), never from
+process state, so a resumed run makes the same choices.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from engine.agents.base import AgentError, AgentReply, AgentRequest, HistoryItem, Role
+from engine.agents.settings import repaired_role
+from engine.agents.transforms import (
+    CATALOGUE,
+    COMPILE_MODES,
+    CONFLICTS,
+    ORDER,
+    ReferenceFeatures,
+    analyse_reference,
+    anchor,
+    applicable,
+    header_transforms,
+    names_in_text,
+    normalise,
+    read_header,
+    render_module,
+    transforms_in_summary,
+)
+
+MODEL_NAME = "stark-offline"
+RISK_WINDOW = 3  # one early round in 1..RISK_WINDOW (by seed) tries a precision variant
+REPEAT_PENALTY = 5.0
+FAILURE_PENALTY = 2.5
+NOISE = 0.15  # plan "temperature": spread of the seeded noise added to each score
+
+
+@dataclass(slots=True)
+class _Candidate:
+    transforms: list[str]
+    added: list[str]
+    removed: list[str]
+    score: float = 0.0
+    reasons: tuple[str, ...] = ()
+
+
+class OfflineAgent:
+    """Deterministic stand-in for an LLM; see the module docstring for its policy."""
+
+    name = "offline"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = int(seed)
+
+    def model_for(self, role: Role) -> str:
+        return MODEL_NAME
+
+    def complete(self, request: AgentRequest) -> AgentReply:
+        started = time.perf_counter()
+        try:
+            features = analyse_reference(request.reference_src)
+        except ValueError as exc:
+            raise AgentError(f"offline agent: {exc}") from None
+        device = "cuda" if str(request.device).startswith("cuda") else "cpu"
+        handlers = {
+            Role.SEED: self._seed,
+            Role.PLAN: self._plan,
+            Role.CODE: self._code,
+            Role.DEBUG: self._debug,
+            Role.REPAIR: self._repair,
+        }
+        text = handlers[Role(request.role)](request, features, device)
+        return AgentReply(
+            text=text,
+            reasoning="",
+            model=MODEL_NAME,
+            prompt_tokens=_token_estimate(request.prompt),
+            completion_tokens=_token_estimate(text),
+            latency_s=time.perf_counter() - started,
+            cost_usd=0.0,
+        )
+
+    # --- roles -------------------------------------------------------------------------------
+
+    def _seed(self, request: AgentRequest, features: ReferenceFeatures, device: str) -> str:
+        code = render_module(
+            request.reference_src,
+            [],
+            title="Seed: the reference model, run eagerly (the baseline to improve on).",
+            meta={"role": "seed", "added": [], "removed": []},
+        )
+        return _code_reply("Seed kernel: the reference as is, so the search starts at ~1x.", code)
+
+    def _plan(self, request: AgentRequest, features: ReferenceFeatures, device: str) -> str:
+        parent = self._parent_transforms(request, features, device)
+        choice = self._choose(request, features, device, parent)
+        plan = {
+            "title": _title(choice),
+            "steps": _steps(choice, parent),
+            "transformations": choice.transforms,
+            "rationale": "; ".join(choice.reasons) or "untried combination",
+        }
+        parent_code = request.parent_code or render_module(
+            request.reference_src, parent, title="parent", meta={"transforms": parent}
+        )
+        return (
+            f"Plan: {plan['title']}\n\n"
+            f"```json\n{json.dumps(plan, indent=2)}\n```\n\n"
+            f"```python\n{anchor(parent_code).rstrip()}\n```\n"
+        )
+
+    def _code(self, request: AgentRequest, features: ReferenceFeatures, device: str) -> str:
+        parent = self._parent_transforms(request, features, device)
+        plan = request.plan or {}
+        wanted = plan.get("transformations")
+        if isinstance(wanted, list) and all(isinstance(x, str) for x in wanted):
+            transforms = normalise(wanted, device, features)
+        else:  # a plan without the field (e.g. from an LLM): read names from its text
+            transforms = normalise(names_in_text(json.dumps(plan)), device, features) or parent
+        added = [t for t in transforms if t not in parent]
+        removed = [t for t in parent if t not in transforms]
+        title = str(plan.get("title") or _describe(transforms))
+        code = render_module(
+            request.reference_src,
+            transforms,
+            title=f"Plan: {title}",
+            meta={"role": "code", "added": added, "removed": removed},
+        )
+        return _code_reply(f"Implements the plan: {title}.", code)
+
+    def _debug(self, request: AgentRequest, features: ReferenceFeatures, device: str) -> str:
+        broken = self._parent_transforms(request, features, device)
+        meta = read_header(request.parent_code) or {}
+        last_added = [str(t) for t in meta.get("added", []) if str(t) in broken]  # type: ignore[union-attr]
+        fixed, reason = diagnose(request.error_log or "", broken, last_added)
+        fixed = normalise(fixed, device, features)
+        code = render_module(
+            request.reference_src,
+            fixed,
+            title=f"Debug: {reason}",
+            meta={
+                "role": "debug",
+                "added": [],
+                "removed": [t for t in broken if t not in fixed],
+            },
+        )
+        return _code_reply(f"Fix: {reason}.", code)
+
+    def _repair(self, request: AgentRequest, features: ReferenceFeatures, device: str) -> str:
+        """Answer afresh, in the format of the role being repaired (the offline agent's own
+        replies are well formed, so this only runs when a parser tightens its rules)."""
+        role = repaired_role(request)
+        handlers = {
+            Role.SEED: self._seed,
+            Role.PLAN: self._plan,
+            Role.CODE: self._code,
+            Role.DEBUG: self._debug,
+        }
+        return handlers[role](request, features, device)
+
+    # --- plan policy -------------------------------------------------------------------------
+
+    def _parent_transforms(
+        self, request: AgentRequest, features: ReferenceFeatures, device: str
+    ) -> list[str]:
+        from_header = header_transforms(request.parent_code)
+        if from_header is not None:
+            return normalise(from_header, device, features)
+        plan = request.parent_plan or {}
+        listed = plan.get("transformations")
+        if isinstance(listed, list):
+            return normalise([str(x) for x in listed], device, features)
+        return []
+
+    def rng_for(self, request: AgentRequest, parent: list[str]) -> random.Random:
+        """Seeded by what the request is, not by call order: a resumed run chooses alike."""
+        key = f"{self.seed}|{request.round}|{request.role}|{','.join(parent)}"
+        digest = hashlib.sha256(key.encode()).digest()
+        return random.Random(int.from_bytes(digest[:8], "big"))
+
+    def _choose(
+        self,
+        request: AgentRequest,
+        features: ReferenceFeatures,
+        device: str,
+        parent: list[str],
+    ) -> _Candidate:
+        rng = self.rng_for(request, parent)
+        evidence = _Evidence.from_history(request.history, device, features)
+        evidence.tried.add(tuple(parent))
+        candidates = _moves(parent, device, features)
+        if not candidates:
+            return _Candidate(parent, [], [], reasons=("nothing left to try",))
+        risk_round = 1 + int(hashlib.sha256(str(self.seed).encode()).digest()[0]) % RISK_WINDOW
+        force_risk = request.round == risk_round and not evidence.any_precision_tried
+        profile_hint = _profile_hint(request.profile)
+        for cand in candidates:
+            _score(cand, features, device, evidence, profile_hint)
+            cand.score += rng.gauss(0.0, NOISE)
+        if force_risk:
+            risky = [c for c in candidates if any(CATALOGUE[t].risky for t in c.added)]
+            if risky:
+                best = max(risky, key=lambda c: _risk_appeal(c, features))
+                best.reasons = (
+                    "a lower-precision variant is cheap to test and pays off if the "
+                    "tolerance allows it",
+                )
+                return best
+        return max(candidates, key=lambda c: c.score)
+
+
+@dataclass(slots=True)
+class _Evidence:
+    """What the neighbours and leaders tell us about each transformation."""
+
+    tried: set[tuple[str, ...]]
+    failures: dict[str, int]
+    best_gain: dict[str, float]  # log speedup of the best runnable set containing it
+    any_precision_tried: bool
+
+    @classmethod
+    def from_history(
+        cls, history: list[HistoryItem], device: str, features: ReferenceFeatures
+    ) -> _Evidence:
+        evidence = cls(set(), {}, {}, False)
+        for item in history:
+            names = header_transforms(item.code)
+            if names is None:
+                names = transforms_in_summary(item.plan_summary or "")
+            names = normalise(names, device, features)
+            evidence.tried.add(tuple(names))
+            if any(CATALOGUE[n].risky for n in names):
+                evidence.any_precision_tried = True
+            if not item.runnable:
+                meta = read_header(item.code) or {}
+                added = [str(t) for t in meta.get("added", []) if str(t) in names]  # type: ignore[union-attr]
+                for name in added or names:
+                    evidence.failures[name] = evidence.failures.get(name, 0) + 1
+            elif item.speedup and item.speedup > 0:
+                gain = math.log(item.speedup)
+                for name in names:
+                    evidence.best_gain[name] = max(evidence.best_gain.get(name, -9.0), gain)
+        return evidence
+
+
+def _moves(parent: list[str], device: str, features: ReferenceFeatures) -> list[_Candidate]:
+    """Every one-step change: add a transformation (replacing its group), or drop one."""
+    seen: set[tuple[str, ...]] = {tuple(parent)}
+    moves: list[_Candidate] = []
+    for name in ORDER:
+        if name in parent or not applicable(name, device, features):
+            continue
+        group = CATALOGUE[name].group
+        base = [t for t in parent if group is None or CATALOGUE[t].group != group]
+        if any(pair <= {*base, name} for pair in CONFLICTS):
+            base = [t for t in base if not any(pair <= {t, name} for pair in CONFLICTS)]
+        new = normalise([*base, name], device, features)
+        if tuple(new) in seen:
+            continue
+        seen.add(tuple(new))
+        moves.append(_Candidate(new, [name], [t for t in parent if t not in new]))
+    for name in parent:
+        new = [t for t in parent if t != name]
+        if tuple(new) not in seen:
+            seen.add(tuple(new))
+            moves.append(_Candidate(new, [], [name]))
+    return moves
+
+
+def _prior(name: str, features: ReferenceFeatures, device: str) -> float:
+    """Expected log speedup of one transformation on this reference and device."""
+    fusable = features.pointwise_ops >= 3 or features.has_reduction
+    compile_gain = 0.9 if fusable and not features.has_matmul else 0.35
+    if features.has_conv or features.has_matmul:
+        compile_gain = max(compile_gain - 0.3, 0.15) + (0.1 if fusable else 0.0)
+    priors = {
+        "inference_mode": 0.04,
+        "compile:default": compile_gain,
+        "compile:reduce-overhead": compile_gain + 0.15,
+        "compile:max-autotune-no-cudagraphs": compile_gain
+        + (0.1 if features.has_matmul or features.has_conv else -0.05),
+        "channels_last": 0.2,
+        "cudnn_benchmark": 0.15,
+        "cuda_graph": 0.25,
+        "bf16_autocast": 0.3 if features.has_matmul or features.has_conv else 0.0,
+        "fp16": 0.3,
+        "tf32": 0.3 if features.has_matmul or features.has_conv else 0.0,
+    }
+    return priors[name]
+
+
+def _score(
+    cand: _Candidate,
+    features: ReferenceFeatures,
+    device: str,
+    evidence: _Evidence,
+    profile_hint: str,
+) -> None:
+    reasons: list[str] = []
+    score = sum(_prior(t, features, device) for t in cand.transforms)
+    for name in cand.added:
+        if name in evidence.best_gain:
+            score += 0.3 * evidence.best_gain[name]
+            reasons.append(
+                f"{name} already helped elsewhere ({math.exp(evidence.best_gain[name]):.2f}x)"
+            )
+        if evidence.failures.get(name):
+            score -= FAILURE_PENALTY * evidence.failures[name]
+            reasons.append(f"{name} failed {evidence.failures[name]}x before")
+        group = CATALOGUE[name].group
+        if group is not None:  # a failed compile mode makes the other modes less attractive
+            kin = sum(
+                n
+                for other, n in evidence.failures.items()
+                if other != name and CATALOGUE[other].group == group
+            )
+            score -= 0.5 * FAILURE_PENALTY * kin
+        if CATALOGUE[name].risky:
+            score -= 0.5  # only worth it when nothing safer is left
+        if name in COMPILE_MODES and profile_hint:
+            reasons.append(profile_hint)
+    for name in cand.removed:
+        if evidence.failures.get(name):
+            score += 0.5 * evidence.failures[name]
+            reasons.append(f"drop {name}, which failed before")
+    if tuple(cand.transforms) in evidence.tried:
+        score -= REPEAT_PENALTY
+        reasons.append("already tried")
+    elif not reasons:
+        reasons.append("untried combination with the best expected gain")
+    cand.score = score
+    cand.reasons = tuple(reasons)
+
+
+def _risk_appeal(cand: _Candidate, features: ReferenceFeatures) -> float:
+    """Which risky move to take: a precision change that matters for this op mix."""
+    order = {"fp16": 1.0, "bf16_autocast": 0.5, "tf32": 0.8}
+    if features.has_matmul or features.has_conv:
+        order["bf16_autocast"] = 1.2
+    return sum(order.get(t, 0.0) for t in cand.added) + 0.01 * len(cand.transforms)
+
+
+def _profile_hint(profile: list[dict[str, Any]] | None) -> str:
+    """One line on where the time goes, from the benchmarker's profile of the parent."""
+    if not profile:
+        return ""
+    top = profile[0]
+    name = str(top.get("name", "?"))
+    percent = top.get("percent")
+    share = f" ({float(percent):.0f}% of the time)" if isinstance(percent, int | float) else ""
+    pointwise = sum(
+        1
+        for p in profile
+        if re.search(r"mul|add|gelu|sigmoid|clamp|exp|tanh", str(p.get("name", "")))
+    )
+    if pointwise >= 2:
+        return f"profile: {pointwise} separate pointwise kernels, top {name}{share}: fusion target"
+    return f"profile: top op {name}{share}"
+
+
+# --- debug diagnosis ----------------------------------------------------------------------
+
+_MISMATCH = re.compile(
+    r"mismatch|values differ|tolerance|max abs err|allclose|not close|incorrect", re.I
+)
+_DTYPE = re.compile(r"half|float16|bfloat16|bf16|fp16|dtype|tf32", re.I)
+_LAYOUT = re.compile(
+    r"channels_last|memory_format|stride|view size|\.view|contiguous|rank|4D|4-D", re.I
+)
+_GRAPH = re.compile(r"graph|captur|cudagraph", re.I)
+_COMPILE = re.compile(
+    r"dynamo|inductor|torch\._|compile|triton|codegen|C\+\+|cpp|timeout|timed out|lowering", re.I
+)
+
+
+def diagnose(log: str, broken: list[str], last_added: list[str]) -> tuple[list[str], str]:
+    """Which transformation to revert, given the failure log; returns (fixed set, reason)."""
+    precision = [t for t in broken if CATALOGUE[t].group == "precision"]
+    compile_name = next((t for t in broken if t in COMPILE_MODES), None)
+    if precision and (_MISMATCH.search(log) or _DTYPE.search(log)):
+        return [t for t in broken if t not in precision], (
+            f"{precision[0]} changed the numerics beyond fp32 tolerance; back to float32"
+        )
+    if "channels_last" in broken and _LAYOUT.search(log):
+        return [t for t in broken if t != "channels_last"], (
+            "channels_last broke a layout-dependent op; dropped it"
+        )
+    if "cuda_graph" in broken and _GRAPH.search(log):
+        return [t for t in broken if t != "cuda_graph"], (
+            "CUDA graph capture failed; run without the graph"
+        )
+    if compile_name and _COMPILE.search(log):
+        if compile_name != "compile:default":
+            fixed = [("compile:default" if t == compile_name else t) for t in broken]
+            return fixed, f"{compile_name} failed to build or run; fall back to compile:default"
+        return [t for t in broken if t != compile_name], (
+            "torch.compile failed on this model; run it eagerly"
+        )
+    if precision:
+        return [t for t in broken if t not in precision], (
+            f"unexplained failure with {precision[0]}; back to float32 first"
+        )
+    suspect = last_added[-1] if last_added else (broken[-1] if broken else None)
+    if suspect is None:
+        return [], "the failure is not in a transformation; re-emit the plain eager model"
+    return [
+        t for t in broken if t != suspect
+    ], f"reverted {suspect}, the last change before the failure"
+
+
+# --- reply text ---------------------------------------------------------------------------
+
+
+def _code_reply(lead: str, code: str) -> str:
+    return f"{lead}\n\n```python\n{code.rstrip()}\n```\n"
+
+
+def _describe(transforms: list[str]) -> str:
+    return " + ".join(transforms) if transforms else "plain eager"
+
+
+def _title(choice: _Candidate) -> str:
+    if choice.added:
+        head = f"add {', '.join(choice.added)}"
+        if choice.removed:
+            head += f" (replacing {', '.join(choice.removed)})"
+    elif choice.removed:
+        head = f"drop {', '.join(choice.removed)}"
+    else:
+        head = "keep"
+    return f"{head} -> {_describe(choice.transforms)}"
+
+
+def _steps(choice: _Candidate, parent: list[str]) -> list[str]:
+    steps = [f"start from the parent ({_describe(parent)})"]
+    steps += [f"remove {t}" for t in choice.removed]
+    steps += [f"add {t}: {CATALOGUE[t].step}" for t in choice.added]
+    steps.append("keep the reference's parameter creation order (subclass Model) so weights match")
+    return steps
+
+
+def _token_estimate(text: str) -> int:
+    """Rough token count (4 characters a token) so usage.csv has comparable numbers."""
+    return max(1, len(text) // 4)

@@ -1,0 +1,268 @@
+"""Timing the reference and the candidate the same way, in the same run.
+
+The clocks are bound when this module is imported (in the fork server, before
+any candidate exists) and again by the worker before it loads user code, so
+patching `time.perf_counter` buys nothing. Blocks alternate ref/new so drift
+hits both sides; thread settings are reset before every call; gc is off while
+timing. CPU: host clock around `forward` plus joining any Python thread it
+started. CUDA: L2 flushed before each call; CUDA events and host time around a
+device-wide synchronize; a clear disagreement means work on a side stream.
+"""
+
+from __future__ import annotations
+
+import gc
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from engine.bench.config import EvalConfig
+from engine.bench.correctness import CallError, KernelClock
+from engine.bench.result import TimingStats
+
+MIN_WARMUP_CALLS = 3
+L2_FLUSH_BYTES = 256 << 20
+SIDE_STREAM_RATIO = 1.5
+SIDE_STREAM_MIN_GAP_MS = 0.05
+VERIFY_ONE_IN = 4  # share of timing rounds whose output is checked (unknown to the candidate)
+RESCALE_SPAN = 1e-3  # inputs are multiplied by 1 +- this, fresh every round
+
+_TIMER_NAMES = ("perf_counter", "perf_counter_ns", "time", "time_ns", "monotonic", "monotonic_ns")
+_ORIGINAL_TIMERS = {name: getattr(time, name) for name in _TIMER_NAMES}
+_perf_ns = time.perf_counter_ns
+_active_count = threading.active_count
+_thread_enumerate = threading.enumerate
+_set_num_threads = torch.set_num_threads
+_get_num_threads = torch.get_num_threads
+_cuda_synchronize = torch.cuda.synchronize
+_CudaEvent = torch.cuda.Event
+_ORIGINAL_CUDA = {
+    "Event.elapsed_time": torch.cuda.Event.elapsed_time,
+    "Event.record": torch.cuda.Event.record,
+    "synchronize": torch.cuda.synchronize,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Clocks:
+    """Clock references the worker takes before importing any user code."""
+
+    perf_ns: Callable[[], int]
+
+    @classmethod
+    def capture(cls) -> Clocks:
+        return cls(perf_ns=time.perf_counter_ns)
+
+
+def _clone_all(inputs: list[Any]) -> list[Any]:
+    return [x.clone() if isinstance(x, torch.Tensor) else x for x in inputs]
+
+
+def _rescale(pristine: list[Any], targets: tuple[list[Any], ...]) -> None:
+    """targets[k][i] = pristine[i] * f for floating tensors, with one fresh f per round."""
+    factor = 1.0 + RESCALE_SPAN * (2 * secrets.randbelow(1 << 20) / (1 << 20) - 1)
+    for i, base in enumerate(pristine):
+        if isinstance(base, torch.Tensor) and base.is_floating_point():
+            for inputs in targets:
+                torch.mul(base, factor, out=inputs[i])
+
+
+def tampered_timers(device: str) -> list[str]:
+    """Timer functions that are no longer the originals (candidate monkey-patching)."""
+    changed = [
+        f"time.{n}" for n, fn in _ORIGINAL_TIMERS.items() if getattr(time, n, None) is not fn
+    ]
+    if device == "cuda":
+        current = {
+            "Event.elapsed_time": torch.cuda.Event.elapsed_time,
+            "Event.record": torch.cuda.Event.record,
+            "synchronize": torch.cuda.synchronize,
+        }
+        changed += [f"torch.cuda.{n}" for n, fn in _ORIGINAL_CUDA.items() if current[n] is not fn]
+    return changed
+
+
+@dataclass
+class SideSamples:
+    """Per-call samples (ms) of one side."""
+
+    device_ms: list[float] = field(default_factory=list)  # events on CUDA, host clock on CPU
+    host_ms: list[float] = field(default_factory=list)
+    spent_ns: int = 0
+
+    def stable(self, target: float, min_n: int) -> bool:
+        if len(self.device_ms) < min_n:
+            return False
+        stats = TimingStats.from_samples(self.device_ms)
+        return stats.median > 0 and stats.iqr / stats.median < target
+
+
+@dataclass
+class TimingOutcome:
+    ref_ms: TimingStats
+    new_ms: TimingStats
+    host_ms: TimingStats | None
+    speedup: float
+    side_stream_suspected: bool
+    threads_changed: bool
+
+
+class Timer:
+    """Times forward calls of both sides with identical settings."""
+
+    def __init__(
+        self, device: torch.device, threads: int, clocks: Clocks, kernel_clock: KernelClock
+    ) -> None:
+        self.device = device
+        self.threads = threads
+        self.perf_ns = clocks.perf_ns
+        self.kernel_clock = kernel_clock
+        self.threads_changed = False
+        self._flush: torch.Tensor | None = None
+        if device.type == "cuda":
+            self._flush = torch.empty(L2_FLUSH_BYTES // 4, dtype=torch.float32, device=device)
+
+    def _reset_settings(self) -> None:
+        if _get_num_threads() != self.threads:
+            self.threads_changed = True
+        _set_num_threads(self.threads)
+        torch.set_grad_enabled(False)
+
+    def call(
+        self, model: Callable[..., Any], inputs: list[Any], samples: SideSamples, side: str
+    ) -> Any:
+        """One timed call; appends its sample(s) and returns the output."""
+        try:
+            return self._call(model, inputs, samples)
+        except BaseException as exc:  # noqa: BLE001 - attribute the fault to its side
+            raise CallError(side, exc) from exc
+
+    def _call(self, model: Callable[..., Any], inputs: list[Any], samples: SideSamples) -> Any:
+        self._reset_settings()
+        if self._flush is not None:
+            self._flush.zero_()  # evict L2 so neither side runs on a warm cache
+            _cuda_synchronize()
+            start_event, end_event = _CudaEvent(enable_timing=True), _CudaEvent(enable_timing=True)
+            t0 = self.perf_ns()
+            start_event.record()
+            out = model(*inputs)
+            end_event.record()
+            _cuda_synchronize()
+            t1 = self.perf_ns()
+            samples.device_ms.append(_ORIGINAL_CUDA["Event.elapsed_time"](start_event, end_event))
+            samples.host_ms.append((t1 - t0) / 1e6)
+        else:
+            before = _active_count()
+            known = set(_thread_enumerate()) if before else set()
+            t0 = self.perf_ns()
+            out = model(*inputs)
+            if _active_count() != before:  # background work counts as the call's time
+                for thread in _thread_enumerate():
+                    if thread not in known and thread is not threading.current_thread():
+                        thread.join()
+            t1 = self.perf_ns()
+            samples.device_ms.append((t1 - t0) / 1e6)
+            samples.host_ms.append((t1 - t0) / 1e6)
+        elapsed = t1 - t0
+        samples.spent_ns += elapsed
+        self.kernel_clock.add(elapsed)
+        return out
+
+    def warm_up(
+        self, model: Callable[..., Any], inputs: list[Any], budget_s: float, side: str
+    ) -> None:
+        scratch = SideSamples()
+        start = self.perf_ns()
+        calls = 0
+        while calls < MIN_WARMUP_CALLS or (self.perf_ns() - start) / 1e9 < budget_s:
+            self.call(model, inputs, scratch, side)
+            calls += 1
+
+    def time_both(
+        self,
+        ref_model: Callable[..., Any],
+        new_model: Callable[..., Any],
+        pristine: list[Any],
+        config: EvalConfig,
+        verify: Callable[[Any, Any], None],
+    ) -> TimingOutcome:
+        """Interleaved rounds: ref call, then candidate call, on the same fresh inputs.
+
+        Before each round the floating-point inputs are rescaled by a fresh random
+        factor close to 1, so answers memoised from earlier rounds are useless, and a
+        random quarter of the rounds (plus the last) are checked against the
+        reference's output of that same round (`verify` raises on a mismatch). The
+        reference's output stays alive until the candidate has returned, so the
+        allocator cannot hand it over.
+        """
+        ref_inputs, new_inputs = _clone_all(pristine), _clone_all(pristine)
+        grad_was = torch.is_grad_enabled()
+        gc.collect()
+        gc.disable()
+        try:
+            self.warm_up(ref_model, ref_inputs, config.warmup_s, "reference")
+            self.warm_up(new_model, new_inputs, config.warmup_s, "candidate")
+            ref, new = SideSamples(), SideSamples()
+            budget_ns = config.timing_budget_s * 1e9
+            rounds = 0
+            while True:
+                rounds += 1
+                _rescale(pristine, (ref_inputs, new_inputs))
+                ref_out = self.call(ref_model, ref_inputs, ref, "reference")
+                new_out = self.call(new_model, new_inputs, new, "candidate")
+                done = self._done(rounds, ref, new, config, budget_ns)
+                if done or secrets.randbelow(VERIFY_ONE_IN) == 0:
+                    start = self.perf_ns()
+                    verify(new_out, ref_out)
+                    self.kernel_clock.add(self.perf_ns() - start)
+                del ref_out, new_out
+                if done:
+                    break
+        finally:
+            gc.enable()
+            torch.set_grad_enabled(grad_was)
+        return self._outcome(ref, new)
+
+    @staticmethod
+    def _done(
+        rounds: int, ref: SideSamples, new: SideSamples, config: EvalConfig, budget_ns: float
+    ) -> bool:
+        if config.timing_trials is not None:
+            return rounds >= config.timing_trials
+        if rounds >= config.max_timing_trials:
+            return True
+        if rounds < config.min_timing_trials:
+            return False
+        if ref.spent_ns > budget_ns or new.spent_ns > budget_ns:
+            return True
+        return ref.stable(config.noise_target, config.min_timing_trials) and new.stable(
+            config.noise_target, config.min_timing_trials
+        )
+
+    def _outcome(self, ref: SideSamples, new: SideSamples) -> TimingOutcome:
+        ref_stats = TimingStats.from_samples(ref.device_ms)
+        new_stats = TimingStats.from_samples(new.device_ms)
+        host: TimingStats | None = None
+        suspected = False
+        if self.device.type == "cuda":
+            host = TimingStats.from_samples(new.host_ms)
+            gap = host.median - new_stats.median
+            if host.median > SIDE_STREAM_RATIO * new_stats.median and gap > SIDE_STREAM_MIN_GAP_MS:
+                # Events on the current stream missed work the device-wide sync waited for.
+                suspected = True
+                ref_stats = TimingStats.from_samples(ref.host_ms)
+                new_stats = host
+        speedup = ref_stats.median / new_stats.median if new_stats.median > 0 else float("inf")
+        return TimingOutcome(
+            ref_ms=ref_stats,
+            new_ms=new_stats,
+            host_ms=host,
+            speedup=speedup,
+            side_stream_suspected=suspected,
+            threads_changed=self.threads_changed,
+        )

@@ -1,0 +1,382 @@
+"""The sandboxed side of one evaluation: `run(eval_dir)` in a freshly forked process.
+
+Order matters and is part of the defence:
+1. clocks are captured before any user code exists;
+2. request.json is read and deleted (the candidate never sees the nonce or config);
+3. device, resource limits and thread settings are fixed;
+4. the reference is imported, its model built, and one trial's answer computed
+   while torch is still pristine (a later comparison exposes tampering);
+5. the compile cache is installed and the candidate imported and built;
+6. correctness trials, interleaved timing, one fresh-input trial, tamper checks,
+   optional profiling;
+7. result.json is written atomically with the nonce; prints go to log.txt.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import json
+import os
+import resource
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+
+from engine.bench import correctness, loader, profiling, timing
+from engine.bench.compile_cache import CompileCache, ExtensionBuildError
+from engine.bench.config import EvalConfig
+from engine.bench.correctness import CallError, CheckFailure, KernelClock, Trial
+from engine.bench.result import EvalResult
+
+FILE_SIZE_LIMIT = 1 << 30
+DEFAULT_MEMORY_FRACTION = 0.75
+
+
+class Stop(Exception):
+    """Ends the evaluation early; the verdict is already in the result."""
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("CUDA was requested but no CUDA device is available to the worker")
+    return torch.device(requested)
+
+
+def apply_limits(device: torch.device, memory_limit_gb: float | None) -> None:
+    """Bound what a runaway candidate can take: file size always, address space on CPU."""
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT, FILE_SIZE_LIMIT))
+    if device.type != "cpu":
+        return  # CUDA reserves huge virtual ranges; RLIMIT_AS would break it
+    if memory_limit_gb is not None:
+        limit = int(memory_limit_gb * (1 << 30))
+    else:
+        limit = int(
+            os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * DEFAULT_MEMORY_FRACTION
+        )
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+@dataclass
+class Evaluation:
+    """State of one evaluation inside the worker."""
+
+    eval_dir: Path
+    request: dict[str, Any]
+    clocks: timing.Clocks
+    result: EvalResult = field(default_factory=EvalResult)
+    kernel_clock: KernelClock = field(default_factory=KernelClock)
+    config: EvalConfig = field(default_factory=EvalConfig)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    threads: int = 1
+    candidate_path: str = ""
+    compile_start_ns: int | None = None
+
+    def fail(self, stage: str, error: str, flag: str | None = None) -> Stop:
+        self.result.stage = stage
+        self.result.error = error
+        self.result.correct = False
+        if flag:
+            self.result.add_flag(flag)
+        return Stop(error)
+
+    def phase(self, name: str) -> None:
+        write_atomic(self.eval_dir / "phase", name)
+        # Just before the sandbox's deadline for this phase, dump every thread's Python stack
+        # into log.txt, so a hang's verdict can say where it hung (see evaluate.py).
+        limit = self.config.compile_timeout_s if name == "compile" else self.config.run_timeout_s
+        faulthandler.dump_traceback_later(max(0.1, limit - min(1.0, 0.1 * limit)), exit=False)
+
+    # -- the whole evaluation ----------------------------------------------------
+    def run(self) -> None:
+        self.config = EvalConfig.from_dict(self.request.get("config") or {})
+        self.candidate_path = str(self.request["candidate_path"])
+        self.phase("compile")
+        self.device = resolve_device(self.config.device)
+        self.result.device = self.device.type
+        apply_limits(self.device, self.config.memory_limit_gb)
+        self.threads = self.config.num_threads or torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+
+        reference = self.import_reference()
+        weight_seed = correctness.secret_seed()
+        ref_model = self.build(reference.Model, reference, weight_seed, "reference", "Model")
+        canary = self.reference_side(lambda: Trial.draw(reference, self.device))
+        self.reference_side(
+            lambda: correctness.reference_answer(canary, ref_model, self.device, self.kernel_clock)
+        )
+        pristine_torch = correctness.NamespaceSnapshot.take(reference)
+
+        self.compile_start_ns = self.clocks.perf_ns()
+        candidate = self.import_candidate(Path(str(self.request["cache_dir"])))
+        new_model = self.build(candidate.ModelNew, reference, weight_seed, "import", "ModelNew")
+        self.result.compile_s = (self.clocks.perf_ns() - self.compile_start_ns) / 1e9
+        self.result.compiled = True
+        self.phase("run")
+        self.check_integrity(pristine_torch, reference)
+
+        last_trial = self.correctness_trials(reference, ref_model, new_model)
+        self.time_both(ref_model, new_model, last_trial)
+        self.fresh_input_trial(canary, ref_model, new_model)
+        self.check_integrity(pristine_torch, reference)
+        self.result.correct = True
+        if self.config.profile:
+            self.profile(new_model, last_trial)
+
+    def reference_side(self, action: Any) -> Any:
+        try:
+            return action()
+        except CallError as exc:
+            raise self.fail("reference", self.reference_error(exc.original)) from exc
+        except Exception as exc:
+            raise self.fail("reference", self.reference_error(exc)) from exc
+
+    @staticmethod
+    def reference_error(exc: BaseException) -> str:
+        return f"the reference task failed (not the candidate's fault): {loader.one_line(exc)}"
+
+    # -- loading -------------------------------------------------------------------
+    def import_reference(self) -> ModuleType:
+        try:
+            module = loader.import_from_path(str(self.request["reference_path"]), "stark_reference")
+        except BaseException as exc:  # noqa: BLE001 - SystemExit in a reference too
+            raise self.fail("reference", self.reference_error(exc)) from exc
+        missing = loader.missing_names(module, loader.REQUIRED_REFERENCE_NAMES)
+        if missing:
+            raise self.fail(
+                "reference",
+                f"the reference task is missing {', '.join(missing)} (not the candidate's fault)",
+            )
+        return module
+
+    def import_candidate(self, cache_dir: Path) -> ModuleType:
+        cache = CompileCache(cache_dir, self.device.type, self.eval_dir / "log.txt")
+        cache.install()
+        try:
+            module = loader.import_from_path(self.candidate_path, "stark_candidate")
+        except BaseException as exc:  # noqa: BLE001 - sys.exit at import is a verdict
+            build_error = next(
+                (e for e in _causes(exc) if isinstance(e, ExtensionBuildError)), None
+            )
+            if build_error is not None or cache.failures:
+                record = cache.failures[-1] if cache.failures else None
+                self.result.log = record.log_excerpt if record else ""
+                self.result.error_location = loader.location_in(
+                    exc.__traceback__, self.candidate_path
+                )
+                raise self.fail("compile", str(build_error or record.error)) from exc  # type: ignore[union-attr]
+            failure = loader.describe_import_failure(exc, self.candidate_path)
+            self.result.error_location = failure.location
+            traceback.print_exception(exc)
+            raise self.fail(failure.stage, failure.error) from exc
+        if cache.failures:
+            self.result.add_flag("extension_build_failed")  # swallowed by the candidate
+        if not hasattr(module, "ModelNew"):
+            raise self.fail("import", "candidate defines no ModelNew")
+        return module
+
+    def build(
+        self, cls: Any, reference: ModuleType, seed: int, stage: str, what: str
+    ) -> torch.nn.Module:
+        """Construct with the shared secret seed so both sides get identical weights."""
+        try:
+            correctness._manual_seed(seed)
+            model = cls(*reference.get_init_inputs())
+            if isinstance(model, torch.nn.Module):
+                model = model.to(self.device)
+        except BaseException as exc:  # noqa: BLE001
+            if stage == "import":
+                self.result.error_location = loader.location_in(
+                    exc.__traceback__, self.candidate_path
+                )
+                traceback.print_exception(exc)
+                raise self.fail(
+                    stage, f"{what}(*get_init_inputs()) failed: {loader.one_line(exc)}"
+                ) from exc
+            raise self.fail(stage, self.reference_error(exc)) from exc
+        return model
+
+    # -- running -------------------------------------------------------------------
+    def call_error(self, exc: CallError) -> Stop:
+        if exc.side == "reference":
+            return self.fail("reference", self.reference_error(exc.original))
+        self.result.error_location = loader.location_in(exc.tb, self.candidate_path)
+        traceback.print_exception(exc.original)
+        original = exc.original
+        if isinstance(original, SystemExit):
+            return self.fail("runtime", f"candidate called sys.exit({original.code!r}) in forward")
+        return self.fail("runtime", f"forward raised {loader.one_line(original)}")
+
+    def correctness_trials(self, reference: ModuleType, ref_model: Any, new_model: Any) -> Trial:
+        trials = self.config.correctness_trials
+        self.result.correctness_trials = trials
+        stats = correctness.TrialStats()
+        trial: Trial | None = None
+        for _ in range(trials):
+            trial = self.reference_side(lambda: Trial.draw(reference, self.device))
+            try:
+                outcome = correctness.run_trial(
+                    trial,
+                    new_model,
+                    ref_model,
+                    self.device,
+                    self.config.atol,
+                    self.config.rtol,
+                    self.kernel_clock,
+                )
+            except CallError as exc:
+                raise self.call_error(exc) from exc
+            except CheckFailure as exc:
+                raise self.fail("correctness", str(exc), exc.flag) from exc
+            finally:
+                self.check_threads()
+            stats.merge(outcome)
+            self.result.max_abs_err, self.result.mean_abs_err = (
+                stats.max_abs_err,
+                stats.mean_abs_err,
+            )
+            self.result.trials_passed += 1
+        assert trial is not None
+        return trial
+
+    def check_threads(self) -> None:
+        if torch.get_num_threads() != self.threads:
+            self.result.add_flag("thread_settings_changed")
+            torch.set_num_threads(self.threads)
+
+    def time_both(self, ref_model: Any, new_model: Any, trial: Trial) -> None:
+        timer = timing.Timer(self.device, self.threads, self.clocks, self.kernel_clock)
+        atol, rtol = self.config.atol, self.config.rtol
+
+        def verify(new_out: Any, ref_out: Any) -> None:
+            correctness.compare_outputs(new_out, ref_out, atol, rtol)
+
+        try:
+            outcome = timer.time_both(ref_model, new_model, trial.pristine, self.config, verify)
+        except CallError as exc:
+            raise self.call_error(exc) from exc
+        except CheckFailure as exc:
+            raise self.fail(
+                "correctness",
+                f"wrong output during timing (passed the trials before): {exc}",
+                exc.flag,
+            ) from exc
+        if outcome.threads_changed:
+            self.result.add_flag("thread_settings_changed")
+        if outcome.side_stream_suspected:
+            self.result.add_flag("side_stream_suspected")
+        self.result.ref_ms, self.result.new_ms = outcome.ref_ms, outcome.new_ms
+        self.result.host_ms = outcome.host_ms
+        self.result.speedup = outcome.speedup
+
+    def fresh_input_trial(self, canary: Trial, ref_model: Any, new_model: Any) -> None:
+        """One more trial, inputs drawn before the candidate existed, answer computed then."""
+        atol, rtol = self.config.atol, self.config.rtol
+        try:
+            correctness.run_trial(
+                canary, new_model, None, self.device, atol, rtol, self.kernel_clock
+            )
+        except CallError as exc:
+            raise self.call_error(exc) from exc
+        except CheckFailure as exc:
+            raise self.fail(
+                "correctness", f"failed a fresh-input trial after timing: {exc}", exc.flag
+            ) from exc
+        # The reference must still give the answer it gave before the candidate was loaded.
+        again = Trial(seed=canary.seed, pristine=canary.pristine)
+        self.reference_side(
+            lambda: correctness.reference_answer(again, ref_model, self.device, self.kernel_clock)
+        )
+        try:
+            correctness.compare_outputs(again.reference_out, canary.reference_out, atol, rtol)
+        except CheckFailure as exc:
+            raise self.fail(
+                "correctness",
+                "the reference's output changed after the candidate was loaded "
+                f"(torch or the reference was tampered with): {exc}",
+                "reference_tampered",
+            ) from exc
+
+    def check_integrity(
+        self, pristine: correctness.NamespaceSnapshot, reference: ModuleType
+    ) -> None:
+        self.check_threads()
+        changed = pristine.changed(reference)
+        if changed:
+            shown = ", ".join(changed[:3]) + (
+                f" (+{len(changed) - 3} more)" if len(changed) > 3 else ""
+            )
+            raise self.fail(
+                "correctness",
+                f"candidate replaced {shown}; the reference's behaviour and timing can't be trusted",
+                "torch_patched",
+            )
+
+    def profile(self, new_model: Any, trial: Trial) -> None:
+        try:
+            inputs = correctness.clone_inputs(trial.pristine)
+            self.result.profile = profiling.profile_candidate(
+                new_model, inputs, self.device, self.config.profile_top_k
+            )
+        except Exception as exc:  # noqa: BLE001 - a profile is advisory; keep the verdict
+            print(f"[stark] profiling failed: {loader.one_line(exc)}")
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and len(chain) < 20:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def run(eval_dir: str) -> None:
+    """Evaluate the request in `eval_dir` and write `result.json` there."""
+    clocks = timing.Clocks.capture()  # before anything from the user is imported
+    faulthandler.enable(file=sys.stderr, all_threads=True)  # a segfault's stack goes to log.txt
+    directory = Path(eval_dir)
+    request_path = directory / "request.json"
+    request = json.loads(request_path.read_text())
+    request_path.unlink()
+    nonce = str(request.pop("nonce"))
+    result_path = Path(str(request["result_path"]))
+
+    evaluation = Evaluation(directory, request, clocks)
+    result = evaluation.result
+    try:
+        evaluation.run()
+    except Stop:
+        pass
+    except BaseException as exc:  # noqa: BLE001 - a verdict must always be written
+        traceback.print_exception(exc)
+        if result.error is None:
+            result.stage = "harness"
+            result.error = f"harness error in the worker: {loader.one_line(exc)}"
+        result.correct = False
+    tampered = timing.tampered_timers(evaluation.device.type)
+    if tampered:
+        result.add_flag("timer_tampering")
+        print(f"[stark] candidate replaced timers: {', '.join(tampered)}")
+    if result.error is not None:
+        result.correct = False
+    result.kernel_s = evaluation.kernel_clock.seconds
+    if result.compile_s is None:
+        started = evaluation.compile_start_ns
+        result.compile_s = (clocks.perf_ns() - started) / 1e9 if started is not None else 0.0
+    faulthandler.cancel_dump_traceback_later()
+    payload = result.to_dict()
+    payload["nonce"] = nonce
+    write_atomic(result_path, json.dumps(payload))

@@ -1,0 +1,849 @@
+"""The STARK search loop: seed, then rounds of select -> plan/code or debug -> benchmark.
+
+Round 0 asks for a seed kernel and makes it the root. Each round 1..R-1 selects one
+node (`StarkTree.select_node`) and adds exactly one child:
+
+- a runnable node gets a plan prompt (its profile, local history, leaders) and then a
+  code prompt (anchored code + plan + neighbours' and leaders' context);
+- a buggy node gets a debug prompt (error-log tail, siblings, leaders, plan hint).
+
+Scoring: a node's score is its measured speedup over the reference if it compiled
+and passed every correctness trial, else 0 (see `engine.tree.score_of`).
+
+Failures never end the run: a malformed reply gets one repair attempt, then becomes
+a buggy node with the parse error recorded; an `AgentError` (a call that failed after
+its retries) makes that expansion a buggy node with the error. Only a broken
+benchmarker harness or an internal bug fails the task.
+
+Resume: after every node the whole state (tree with RNG state, round counter, best)
+is replaced atomically in tree.json, so a run killed at any point resumes at the
+first round that has no node yet.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from engine import context as ctx
+from engine import prompts
+from engine.agents.base import Agent, AgentError, AgentReply, AgentRequest, Role
+from engine.bench import static_checks
+from engine.bench.config import EvalConfig
+from engine.bench.result import EvalResult
+from engine.events import (
+    BestImproved,
+    Event,
+    EventSink,
+    LLMCallFinished,
+    LLMCallStarted,
+    NodeBenchmarked,
+    NodeSelected,
+    NodeSnapshot,
+    RoundFinished,
+    TaskFailed,
+    TaskFinished,
+    TaskStarted,
+)
+from engine.parsing import CodeReply, ParseError, PlanReply, parse_code_reply, parse_plan_reply
+from engine.taskdir import TaskDir, UsageRow
+from engine.tree import Selection, StarkNode, StarkTree
+
+STATE_SCHEMA = 1
+
+
+class SearchError(RuntimeError):
+    """The task cannot go on (the benchmarker harness is broken, the state is unreadable)."""
+
+
+@dataclass(slots=True)
+class SearchConfig:
+    """Everything that shapes a search; saved in tree.json so a resume uses the same."""
+
+    rounds: int = 10
+    seed: int = 0
+    epsilon: float = 0.35
+    root_limit: int = 5
+    leaf_bias: float = 2.0
+    leader_topk: int = 5
+    n_child: int = 3
+    context_budget: int = ctx.DEFAULT_BUDGET_CHARS
+    error_tail_chars: int = ctx.ERROR_TAIL_CHARS
+    eval_config: EvalConfig = field(default_factory=lambda: EvalConfig(profile=True))
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise ValueError(f"rounds must be >= 1 (round 0 is the seed), not {self.rounds}")
+        if self.context_budget < 1000:
+            raise ValueError("context_budget must be at least 1000 characters")
+
+    def make_tree(self) -> StarkTree:
+        return StarkTree(
+            epsilon=self.epsilon,
+            root_limit=self.root_limit,
+            leaf_bias=self.leaf_bias,
+            leader_topk=self.leader_topk,
+            n_child=self.n_child,
+            seed=self.seed,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["eval_config"] = self.eval_config.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchConfig:
+        values = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        values["eval_config"] = EvalConfig.from_dict(values.get("eval_config") or {})
+        return cls(**values)
+
+
+def snapshot(node: StarkNode) -> NodeSnapshot:
+    return NodeSnapshot(
+        id=node.node_id,
+        parent=node.parent_id,
+        phase=node.phase,
+        runnable=node.runnable,
+        buggy=node.buggy,
+        speedup=node.speedup,
+        round=node.created_round,
+        score=node.score,
+        code_path=str(node.code_path) if node.code_path else "",
+        error=node.error,
+    )
+
+
+class _NullTrace:
+    """Stands in when engine.trace cannot be imported, so the search still runs."""
+
+    def insert_designer_or_coder_record(self, *args: Any, **kwargs: Any) -> int:
+        return 0
+
+    def insert_tester_record(self, *args: Any, **kwargs: Any) -> int:
+        return 0
+
+    def insert_conductor_record(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+class _SafeTrace:
+    """Delegates to the Trace; a failing trace write is logged, never fatal to the search
+    (the task directory keeps llm_io, metrics and the tree regardless)."""
+
+    def __init__(self, trace: Any, task: TaskDir) -> None:
+        self._trace = trace
+        self._task = task
+
+    @property
+    def last_files(self) -> list[Any]:
+        return list(getattr(self._trace, "last_files", []))
+
+    def _guard(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return getattr(self._trace, name)(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001
+            self._task.log(f"trace {name} failed: {type(exc).__name__}: {exc}")
+            return 0
+
+    def insert_designer_or_coder_record(self, *args: Any, **kwargs: Any) -> int:
+        return self._guard("insert_designer_or_coder_record", *args, **kwargs)
+
+    def insert_tester_record(self, *args: Any, **kwargs: Any) -> int:
+        return self._guard("insert_tester_record", *args, **kwargs)
+
+    def insert_conductor_record(self, *args: Any, **kwargs: Any) -> None:
+        self._guard("insert_conductor_record", *args, **kwargs)
+
+
+def _open_trace(op_name: str, task: TaskDir) -> Any:
+    try:
+        from engine.trace import Trace
+    except ImportError as exc:
+        task.log(f"trace disabled: engine.trace is not importable ({exc})")
+        return _NullTrace()
+    return _SafeTrace(Trace(op_name, task.task_id, task.trace_dir), task)
+
+
+def _action(name: str) -> Any:
+    try:
+        from engine.trace import ActionType
+    except ImportError:
+        return name
+    return ActionType[name]
+
+
+class StarkSearch:
+    """One task's search. Build it with `start()` or `resume()`, then call `run()`."""
+
+    def __init__(
+        self,
+        *,
+        task: TaskDir,
+        reference_src: str,
+        reference_path: str,
+        agent: Agent,
+        agent_kind: str,
+        agent_public: dict[str, Any],
+        config: SearchConfig,
+        benchmarker: Any,
+        events: EventSink | None = None,
+        device: str = "auto",
+    ) -> None:
+        self.task = task
+        self.reference_src = reference_src
+        self.reference_path = reference_path
+        self.op_name = Path(reference_path).stem
+        self.agent = agent
+        self.agent_kind = agent_kind
+        self.agent_public = agent_public
+        self.config = config
+        self.benchmarker = benchmarker
+        self._sink = events
+        self.device = device
+        self.target = prompts.detect_target(device)
+        self.tree = config.make_tree()
+        self.next_round = 0
+        self.best_id: int | None = None
+        self.score_trace: list[list[float]] = []
+        self.elapsed_s = 0.0
+        self.finished = False
+        self._started = time.monotonic()
+        self._verify_files: list[str] = []
+        self.task.create(reference_src)
+        self.trace = _open_trace(self.op_name, task)
+
+    # --- construction -----------------------------------------------------------------------
+
+    @classmethod
+    def resume(
+        cls,
+        task: TaskDir,
+        *,
+        agent: Agent,
+        benchmarker: Any,
+        events: EventSink | None = None,
+        rounds: int | None = None,
+    ) -> StarkSearch:
+        """Continue from tree.json; `rounds` may extend the run's round budget."""
+        state = task.load_state()
+        if state is None:
+            raise SearchError(f"{task.root} has no {task.state_path.name}: nothing to resume")
+        if state.get("schema") != STATE_SCHEMA:
+            raise SearchError(f"{task.state_path} has an unknown schema {state.get('schema')!r}")
+        config = SearchConfig.from_dict(state["config"])
+        if rounds is not None:
+            config.rounds = rounds
+        search = cls(
+            task=task,
+            reference_src=task.reference_path.read_text(encoding="utf-8"),
+            reference_path=state["reference"],
+            agent=agent,
+            agent_kind=state["agent"],
+            agent_public=state.get("agent_settings", {}),
+            config=config,
+            benchmarker=benchmarker,
+            events=events,
+            device=state.get("device", "auto"),
+        )
+        search.tree = StarkTree.from_dict(state["tree"])
+        search.next_round = int(state["next_round"])
+        search.best_id = state.get("best_id")
+        search.score_trace = [list(p) for p in state.get("score_trace", [])]
+        search.elapsed_s = float(state.get("elapsed_s", 0.0))
+        search.finished = bool(state.get("finished")) and search.next_round >= config.rounds
+        return search
+
+    # --- events and bookkeeping -------------------------------------------------------------
+
+    def emit(self, event: Event) -> None:
+        if self._sink is not None:
+            self._sink(event)
+
+    @property
+    def model_label(self) -> str:
+        models = dict.fromkeys(self.agent.model_for(r) for r in (Role.PLAN, Role.CODE, Role.DEBUG))
+        return ",".join(models)
+
+    def _elapsed(self) -> float:
+        return self.elapsed_s + (time.monotonic() - self._started)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "schema": STATE_SCHEMA,
+            "task_id": self.task.task_id,
+            "reference": self.reference_path,
+            "agent": self.agent_kind,
+            "agent_settings": self.agent_public,
+            "model": self.model_label,
+            "device": self.device,
+            "config": self.config.to_dict(),
+            "next_round": self.next_round,
+            "best_id": self.best_id,
+            "score_trace": self.score_trace,
+            "elapsed_s": round(self._elapsed(), 3),
+            "finished": self.finished,
+            "tree": self.tree.to_dict(),
+        }
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        """Run the remaining rounds and return the summary; a finished run just reports."""
+        if self.finished:
+            return self.task.load_summary() or self._finish()
+        self.emit(
+            TaskStarted(
+                task_id=self.task.task_id,
+                reference=self.reference_path,
+                task_dir=str(self.task.root),
+                rounds=self.config.rounds,
+                agent=self.agent_kind,
+                model=self.model_label,
+                device=self.target.device,
+            )
+        )
+        self.task.log(
+            f"task {self.task.task_id}: rounds {self.config.rounds}, starting at round "
+            f"{self.next_round}, agent {self.agent_kind} ({self.model_label}), "
+            f"device {self.target.device}"
+        )
+        try:
+            if self.tree.root_id is None:
+                self._commit(self._seed(0), 0)
+            while self.next_round < self.config.rounds:
+                round_ = self.next_round
+                selection = self.tree.select_node()
+                if selection is None:
+                    self.task.log(f"round {round_}: every node is throttled or pruned; stopping")
+                    break
+                self._record_selection(selection, round_)
+                node = self._expand(selection, round_)
+                self._commit(node, round_)
+            return self._finish()
+        except BaseException as exc:
+            message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            self.task.log(f"task failed: {message}")
+            self.emit(TaskFailed(task_id=self.task.task_id, error=self.task.redact(message)))
+            raise
+
+    def _record_selection(self, selection: Selection, round_: int) -> None:
+        node = selection.node
+        self.emit(
+            NodeSelected(
+                task_id=self.task.task_id,
+                round=round_,
+                node_id=node.node_id,
+                mode=selection.mode,
+                action=selection.action,
+            )
+        )
+        reason = {
+            "round": round_,
+            "node_id": node.node_id,
+            "mode": selection.mode,
+            "source": selection.source,
+            "candidates": selection.candidates,
+            "action": selection.action,
+            "node": node.header(),
+            "leaders": list(self.tree.leader_ids),
+            "epsilon": self.tree.epsilon,
+        }
+        self.trace.insert_conductor_record(
+            "SelectNode",
+            selection.describe(),
+            json.dumps(reason, indent=2),
+            node_id=node.node_id,
+            round=round_,
+            mode=selection.mode,
+        )
+        self.task.log(f"round {round_}: {selection.describe()}")
+
+    # --- expansions -------------------------------------------------------------------------
+
+    def _seed(self, round_: int) -> StarkNode:
+        prompt = prompts.build_seed_prompt(self.reference_src, self.target, self._tolerance())
+        request = AgentRequest(
+            role=Role.SEED,
+            prompt=prompt,
+            round=round_,
+            reference_src=self.reference_src,
+            device=self.target.device,
+        )
+        node = StarkNode(node_id=self.tree.new_id(), parent_id=None, code="", phase="seed")
+        node.created_round = round_
+        try:
+            code, error = self._ask_code(request, round_, "seed")
+        except AgentError as exc:
+            return self._failed(node, f"LLM call failed (seed): {exc}")
+        if code is None:
+            return self._failed(node, error)
+        node.code = code.code
+        return self._benchmark(node, round_)
+
+    def _expand(self, selection: Selection, round_: int) -> StarkNode:
+        parent = selection.node
+        if parent.runnable:
+            return self._optimize(parent, round_)
+        return self._debug(parent, round_)
+
+    def _optimize(self, parent: StarkNode, round_: int) -> StarkNode:
+        node = StarkNode(
+            node_id=self.tree.new_id(),
+            parent_id=parent.node_id,
+            code="",
+            phase="optimize",
+            created_round=round_,
+        )
+        history = ctx.summaries_for_plan(self.tree, parent, self.config.context_budget)
+        profile = parent.metrics.profile if parent.metrics else None
+        plan_prompt = prompts.build_plan_prompt(
+            self.reference_src,
+            self.target,
+            parent.header(),
+            parent.code,
+            prompts.format_profile(profile),
+            history.text,
+        )
+        plan_request = AgentRequest(
+            role=Role.PLAN,
+            prompt=plan_prompt,
+            round=round_,
+            reference_src=self.reference_src,
+            device=self.target.device,
+            parent_code=parent.code,
+            parent_plan=parent.plan,
+            history=history.items,
+            profile=[asdict(p) for p in profile] if profile else None,
+        )
+        try:
+            plan, error = self._ask_plan(plan_request, round_, parent.code)
+        except AgentError as exc:
+            return self._failed(node, f"LLM call failed (plan): {exc}")
+        if plan is None:
+            return self._failed(node, error)
+        node.plan_json = plan.plan_json
+        node.anchored_code = plan.anchored_code
+
+        code_context = ctx.context_for_code(self.tree, parent, self.config.context_budget)
+        code_prompt = prompts.build_code_prompt(
+            self.reference_src,
+            self.target,
+            parent.header(),
+            plan.anchored_code,
+            plan.plan_json,
+            code_context.text,
+        )
+        code_request = AgentRequest(
+            role=Role.CODE,
+            prompt=code_prompt,
+            round=round_,
+            reference_src=self.reference_src,
+            device=self.target.device,
+            parent_code=parent.code,
+            parent_plan=parent.plan,
+            anchored_code=plan.anchored_code,
+            plan=plan.plan,
+            history=code_context.items,
+        )
+        try:
+            code, error = self._ask_code(code_request, round_, "code")
+        except AgentError as exc:
+            return self._failed(node, f"LLM call failed (code): {exc}")
+        if code is None:
+            return self._failed(node, error)
+        node.code = code.code
+        return self._benchmark(node, round_)
+
+    def _debug(self, buggy: StarkNode, round_: int) -> StarkNode:
+        node = StarkNode(
+            node_id=self.tree.new_id(),
+            parent_id=buggy.node_id,
+            code="",
+            phase="debug",
+            created_round=round_,
+            plan_json=buggy.plan_json,  # the plan hint travels with the fix
+        )
+        base_code = self._code_to_debug(buggy)
+        tail = ctx.error_tail(buggy, self.config.error_tail_chars)
+        analysis = analyze_failure(buggy)
+        self.trace.insert_conductor_record(
+            "AnalyzeError", tail, analysis, node_id=buggy.node_id, round=round_
+        )
+        history = ctx.context_for_debug(self.tree, buggy, self.config.context_budget)
+        prompt = prompts.build_debug_prompt(
+            self.reference_src,
+            self.target,
+            buggy.header(),
+            base_code,
+            tail,
+            analysis,
+            buggy.plan_json or "(no plan: this kernel was a seed or the plan was lost)",
+            history.text,
+        )
+        request = AgentRequest(
+            role=Role.DEBUG,
+            prompt=prompt,
+            round=round_,
+            reference_src=self.reference_src,
+            device=self.target.device,
+            parent_code=base_code or None,
+            parent_plan=buggy.plan,
+            plan=buggy.plan,
+            error_log=tail,
+            history=history.items,
+        )
+        try:
+            code, error = self._ask_code(request, round_, "debug")
+        except AgentError as exc:
+            return self._failed(node, f"LLM call failed (debug): {exc}")
+        if code is None:
+            return self._failed(node, error)
+        node.code = code.code
+        return self._benchmark(node, round_)
+
+    def _code_to_debug(self, node: StarkNode) -> str:
+        """The failing node's code; for a node that never got code (malformed reply,
+        failed call), the closest ancestor's code, which the failed step started from."""
+        current: StarkNode | None = node
+        while current is not None:
+            if current.code:
+                return current.code
+            current = self.tree.parent(current)
+        return ""
+
+    # --- agent calls ------------------------------------------------------------------------
+
+    def _call(self, request: AgentRequest, round_: int, role_label: str, action: str) -> AgentReply:
+        """One LLM call with its events, llm_io files, usage row and trace record."""
+        model = self.agent.model_for(request.role)
+        event_role = str(request.role)
+        self.emit(
+            LLMCallStarted(task_id=self.task.task_id, round=round_, role=event_role, model=model)
+        )
+        start = time.monotonic()
+        try:
+            reply = self.agent.complete(request)
+        except AgentError as exc:
+            latency = time.monotonic() - start
+            error = self.task.redact(str(exc))
+            self.task.write_llm_io(round_, role_label, request.prompt, f"(no reply: {error})")
+            self.task.append_usage(
+                UsageRow(round_, role_label, model, None, None, latency, None, False, error)
+            )
+            self.trace.insert_designer_or_coder_record(
+                f"(the call failed: {error})", request.prompt, "", _action(action), round=round_
+            )
+            self.emit(
+                LLMCallFinished(
+                    task_id=self.task.task_id,
+                    round=round_,
+                    role=event_role,
+                    model=model,
+                    ok=False,
+                    latency_s=latency,
+                    error=error,
+                )
+            )
+            self.task.log(f"round {round_}: {role_label} call failed: {error}")
+            raise
+        latency = reply.latency_s or (time.monotonic() - start)
+        used_model = reply.model or model
+        self.task.write_llm_io(round_, role_label, request.prompt, reply.text, reply.reasoning)
+        self.task.append_usage(
+            UsageRow(
+                round_,
+                role_label,
+                used_model,
+                reply.prompt_tokens,
+                reply.completion_tokens,
+                latency,
+                reply.cost_usd,
+            )
+        )
+        self.trace.insert_designer_or_coder_record(
+            reply.text, request.prompt, reply.reasoning, _action(action), round=round_
+        )
+        self.emit(
+            LLMCallFinished(
+                task_id=self.task.task_id,
+                round=round_,
+                role=event_role,
+                model=used_model,
+                ok=True,
+                latency_s=latency,
+                prompt_tokens=reply.prompt_tokens,
+                completion_tokens=reply.completion_tokens,
+            )
+        )
+        return reply
+
+    def _repair_request(
+        self, request: AgentRequest, reply: AgentReply, error: ParseError
+    ) -> AgentRequest:
+        return replace(
+            request,
+            role=Role.REPAIR,
+            prompt=prompts.build_repair_prompt(
+                request.prompt, reply.text, str(error), plan=request.role is Role.PLAN
+            ),
+            previous_reply=reply.text,
+            parse_error=str(error),
+        )
+
+    def _ask_plan(
+        self, request: AgentRequest, round_: int, parent_code: str
+    ) -> tuple[PlanReply | None, str]:
+        reply = self._call(request, round_, "plan", "DO_DESIGNER")
+        try:
+            plan = parse_plan_reply(reply.text, parent_code)
+        except ParseError as exc:
+            self._check("CheckDesigner", reply.text, ok=False, error=str(exc), repair=True)
+            repair = self._repair_request(request, reply, exc)
+            reply = self._call(repair, round_, "plan_repair", "FIX_DESIGNER")
+            try:
+                plan = parse_plan_reply(reply.text, parent_code)
+            except ParseError as exc2:
+                self._check("CheckDesigner", reply.text, ok=False, error=str(exc2))
+                return None, f"malformed plan reply after one repair attempt: {exc2}"
+        self._check(
+            "CheckDesigner", reply.text, ok=True, warnings=plan.warnings, title=plan.plan["title"]
+        )
+        return plan, ""
+
+    def _ask_code(
+        self, request: AgentRequest, round_: int, role_label: str
+    ) -> tuple[CodeReply | None, str]:
+        action = "FIX_CODER" if request.role is Role.DEBUG else "DO_CODER"
+        reply = self._call(request, round_, role_label, action)
+        try:
+            code = parse_code_reply(reply.text)
+        except ParseError as exc:
+            self._check("CheckCoder", reply.text, ok=False, error=str(exc), repair=True)
+            repair = self._repair_request(request, reply, exc)
+            reply = self._call(repair, round_, f"{role_label}_repair", "FIX_CODER")
+            try:
+                code = parse_code_reply(reply.text)
+            except ParseError as exc2:
+                self._check("CheckCoder", reply.text, ok=False, error=str(exc2))
+                return None, f"malformed {role_label} reply after one repair attempt: {exc2}"
+        self._check(
+            "CheckCoder",
+            reply.text,
+            ok=True,
+            warnings=code.warnings,
+            static_flags=static_checks.scan(code.code),
+        )
+        return code, ""
+
+    def _check(self, kind: str, reply_text: str, *, ok: bool, **facts: Any) -> None:
+        verdict = {"ok": ok, **facts}
+        self.trace.insert_conductor_record(kind, reply_text, json.dumps(verdict, indent=2))
+
+    # --- benchmarking and commit ------------------------------------------------------------
+
+    def _tolerance(self) -> str:
+        cfg = self.config.eval_config
+        return prompts.tolerance_text(cfg.atol, cfg.rtol)
+
+    def _failed(self, node: StarkNode, error: str) -> StarkNode:
+        """A node that never reached the benchmarker (failed call, malformed reply)."""
+        node.error = self.task.redact(error)
+        node.logs = node.error
+        if node.code:
+            node.code_path = self.task.write_code(node.node_id, node.code)
+        self.task.log(f"node {node.node_id}: {node.error}")
+        return node
+
+    def _evaluate(self, code: str) -> EvalResult:
+        cfg = self.config.eval_config
+        result = self.benchmarker.evaluate(self.reference_src, code, cfg)
+        if result.stage == "harness":  # one retry: the fork server restarts on demand
+            self.task.log(f"benchmarker harness error, retrying once: {result.error}")
+            result = self.benchmarker.evaluate(self.reference_src, code, cfg)
+            if result.stage == "harness":
+                raise SearchError(f"the benchmarker harness is broken: {result.error}")
+        return result
+
+    def _benchmark(self, node: StarkNode, round_: int) -> StarkNode:
+        node.code_path = self.task.write_code(node.node_id, node.code)
+        result = self._evaluate(node.code)
+        node.metrics = result
+        node.logs = result.log
+        if not result.runnable:
+            node.error = result.error or "incorrect output"
+        profile = json.dumps([asdict(p) for p in result.profile]) if result.profile else ""
+        self.trace.insert_tester_record(
+            result.to_json(),
+            result.log,
+            profile,
+            _action("VERIFY"),
+            reference_src=self.reference_src,
+            candidate_src=node.code,
+            eval_config=self.config.eval_config.to_dict(),
+            node_id=node.node_id,
+            round=round_,
+        )
+        self._verify_files = [str(p) for p in getattr(self.trace, "last_files", [])]
+        return node
+
+    def _commit(self, node: StarkNode, round_: int) -> None:
+        """Add the node, persist everything it changed (tree.json last), then announce it."""
+        node.created_round = round_
+        self.tree.add_node(node)
+        self.task.write_metrics(
+            node.node_id,
+            node.metrics,
+            {
+                "node_id": node.node_id,
+                "parent_id": node.parent_id,
+                "phase": node.phase,
+                "round": round_,
+                "score": node.score,
+                "runnable": node.runnable,
+                "error": node.error,
+                "code_path": str(node.code_path) if node.code_path else None,
+                "plan": node.plan,
+            },
+        )
+        improved = node.runnable and (
+            self.best_id is None or node.score > self.tree.nodes[self.best_id].score
+        )
+        if improved:
+            self.best_id = node.node_id
+            self.task.write_best(node.code)
+        best_score = self.tree.nodes[self.best_id].score if self.best_id is not None else 0.0
+        self.score_trace.append([round_, best_score])
+        self.next_round = round_ + 1
+        self.task.save_state(self.state())
+        verdict = f"speedup {node.score:.2f}x" if node.runnable else f"failed: {node.error}"
+        self.task.log(f"round {round_}: node {node.node_id} ({node.phase}) {verdict}")
+
+        self.emit(
+            NodeBenchmarked(
+                task_id=self.task.task_id,
+                round=round_,
+                node=snapshot(node),
+                result=node.metrics.to_dict() if node.metrics else {},
+                trace_files=self._verify_files if node.metrics else [],
+            )
+        )
+        if improved:
+            self.emit(
+                BestImproved(
+                    task_id=self.task.task_id,
+                    round=round_,
+                    node_id=node.node_id,
+                    speedup=node.score,
+                    code_path=str(node.code_path),
+                )
+            )
+        best = self.tree.nodes[self.best_id] if self.best_id is not None else None
+        self.emit(
+            RoundFinished(
+                task_id=self.task.task_id,
+                round=round_,
+                rounds=self.config.rounds,
+                best_speedup=best.score if best else None,
+                nodes=len(self.tree.nodes),
+                buggy=sum(1 for n in self.tree.nodes.values() if n.buggy),
+                tree=[snapshot(n) for n in self.tree.nodes.values()],
+            )
+        )
+
+    # --- finish -----------------------------------------------------------------------------
+
+    def _finish(self) -> dict[str, Any]:
+        from engine.plotting import plot_score_curve
+
+        figure: str | None = None
+        if self.tree.nodes:
+            try:
+                figure = str(
+                    plot_score_curve(
+                        self.tree,
+                        self.task.figures_dir / "score_curve.png",
+                        title=f"{self.op_name}: STARK score by round",
+                    )
+                )
+            except Exception as exc:  # noqa: BLE001 - a plotting problem must not lose the run
+                self.task.log(f"could not draw the score curve: {exc}")
+        best = self.tree.nodes[self.best_id] if self.best_id is not None else None
+        if best is not None:
+            self.task.write_best(best.code)
+        usage = self.task.read_usage()
+        summary = {
+            "task_id": self.task.task_id,
+            "reference": self.reference_path,
+            "task_dir": str(self.task.root),
+            "finished": True,
+            "best_speedup": best.score if best else None,
+            "best_node": best.node_id if best else None,
+            "best_round": best.created_round if best else None,
+            "best_kernel": str(self.task.best_kernel_path) if best else None,
+            "correct": best is not None,
+            "nodes": len(self.tree.nodes),
+            "correct_nodes": sum(1 for n in self.tree.nodes.values() if n.runnable),
+            "buggy_nodes": sum(1 for n in self.tree.nodes.values() if n.buggy),
+            "rounds": self.config.rounds,
+            "rounds_run": self.next_round,
+            "llm_calls": len(usage),
+            "failed_llm_calls": sum(1 for r in usage if r.get("ok") == "0"),
+            "prompt_tokens": sum(int(r["prompt_tokens"] or 0) for r in usage),
+            "completion_tokens": sum(int(r["completion_tokens"] or 0) for r in usage),
+            "cost_usd": _sum_cost(usage),
+            "agent": self.agent_kind,
+            "model": self.model_label,
+            "device": self.target.device,
+            "seed": self.config.seed,
+            "score_trace": self.score_trace,
+            "figure": figure,
+            "wall_s": round(self._elapsed(), 3),
+        }
+        self.finished = True
+        self.task.write_summary(summary)
+        self.task.save_state(self.state())
+        self.emit(TaskFinished(task_id=self.task.task_id, summary=summary))
+        return summary
+
+
+def _sum_cost(usage: list[dict[str, str]]) -> float | None:
+    costs = [float(r["cost_usd"]) for r in usage if r.get("cost_usd")]
+    return round(sum(costs), 6) if costs else None
+
+
+def analyze_failure(node: StarkNode) -> str:
+    """A short diagnosis for the debug agent: where it failed and what that usually means."""
+    result = node.metrics
+    if result is None:
+        return (
+            f"The previous step produced no benchmarkable kernel: {node.error}. "
+            "Write a complete, correct ModelNew module in the required format."
+        )
+    stage = result.stage or ("correctness" if result.compiled else "compile")
+    hints = {
+        "compile": "The module failed to build or import: fix syntax, imports, or the "
+        "extension source (the compiler output is in the log).",
+        "import": "Importing the module failed: check imports and top-level code.",
+        "runtime": "forward raised an exception: check shapes, dtypes, devices and indexing.",
+        "correctness": "The output differs from the reference: check the maths, reductions, "
+        "broadcasting, boundary handling and numerical precision.",
+        "timeout": "The kernel took too long or hung: look for infinite loops, excessive "
+        "compilation, or pathological sizes.",
+        "crash": "The process died (segfault/abort/OOM): check out-of-bounds memory "
+        "accesses and allocation sizes.",
+        "reference": "The reference itself failed in the harness.",
+    }
+    lines = [f"Failure stage: {stage}.", f"Error: {result.error or node.error or 'unknown'}."]
+    if result.error_location is not None:
+        where = result.error_location
+        lines.append(f"Location: line {where.line} of the kernel file ({where.function or '?'}).")
+    if result.max_abs_err is not None:
+        lines.append(f"Max abs error vs reference: {result.max_abs_err:.3g}.")
+    if result.flags:
+        lines.append(f"Benchmarker flags: {', '.join(result.flags)}.")
+    lines.append(hints.get(stage, "Read the error output carefully."))
+    return " ".join(lines)

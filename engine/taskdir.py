@@ -1,0 +1,257 @@
+"""The on-disk layout of one optimisation task, and crash-safe writes into it.
+
+    TASK_DIR/
+      ref_{task_id}.py          copy of the reference, so every benchmark uses the same one
+      code/node_{id:04d}.py     every generated kernel
+      evaluation/node_{id:04d}.json   metrics of each node (EvalResult + node facts)
+      evaluation/llm_io/{seq:05d}_r{round:03d}_{role}_{prompt|reply|reasoning}.md
+      figures/score_curve.png
+      trace/                    the Trace module's records
+      usage.csv                 one row per LLM call
+      tree.json                 the search state, replaced atomically after every node
+      best_kernel.py, summary.json, search.log
+
+Every text that reaches this directory passes through `Redactor`, so a secret that an
+endpoint echoes in an error message never lands on disk.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from engine.bench.result import EvalResult
+from engine.trace.sanitize import REDACTED, redact, sanitize_name
+from engine.trace.writer import atomic_write_text
+
+STATE_FILE = "tree.json"
+SUMMARY_FILE = "summary.json"
+USAGE_FIELDS = (
+    "time",
+    "round",
+    "role",
+    "model",
+    "prompt_tokens",
+    "completion_tokens",
+    "latency_s",
+    "cost_usd",
+    "ok",
+    "error",
+)
+
+
+def safe_name(text: str) -> str:
+    """A file-name-safe id (no separators, no traversal); the trace's rule, so task ids
+    match the trace's file names."""
+    return sanitize_name(text)
+
+
+class Redactor:
+    """Removes the run's known secrets and anything that looks like a key (the trace's
+    redaction rules) from text bound for the task directory or an event."""
+
+    MARK = REDACTED
+
+    def __init__(self, secrets: list[str | None] | None = None) -> None:
+        self.secrets = sorted({s for s in (secrets or []) if s and len(s) >= 4}, key=len)[::-1]
+
+    def __call__(self, text: str) -> str:
+        return redact(self.exact(text), extra=self.secrets)
+
+    def exact(self, text: str) -> str:
+        """Only the known secret values: for state files, where a heuristic could alter code."""
+        for secret in self.secrets:
+            text = text.replace(secret, self.MARK)
+        return text
+
+
+@dataclass(slots=True)
+class UsageRow:
+    round: int
+    role: str
+    model: str
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    latency_s: float
+    cost_usd: float | None
+    ok: bool = True
+    error: str | None = None
+
+
+class TaskDir:
+    """Paths and writers for one task directory."""
+
+    def __init__(self, root: Path, task_id: str, redactor: Redactor | None = None) -> None:
+        self.root = Path(root).resolve()
+        self.task_id = safe_name(task_id)
+        self.redact = redactor or Redactor()
+        self._llm_seq: int | None = None
+
+    # --- layout ------------------------------------------------------------------------------
+
+    @property
+    def code_dir(self) -> Path:
+        return self.root / "code"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.root / "evaluation"
+
+    @property
+    def llm_io_dir(self) -> Path:
+        return self.eval_dir / "llm_io"
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.root / "figures"
+
+    @property
+    def trace_dir(self) -> Path:
+        return self.root / "trace"
+
+    @property
+    def usage_csv(self) -> Path:
+        return self.root / "usage.csv"
+
+    @property
+    def reference_path(self) -> Path:
+        return self.root / f"ref_{self.task_id}.py"
+
+    @property
+    def state_path(self) -> Path:
+        return self.root / STATE_FILE
+
+    @property
+    def summary_path(self) -> Path:
+        return self.root / SUMMARY_FILE
+
+    @property
+    def best_kernel_path(self) -> Path:
+        return self.root / "best_kernel.py"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "search.log"
+
+    def create(self, reference_src: str) -> None:
+        for directory in (self.code_dir, self.llm_io_dir, self.figures_dir, self.trace_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        if not self.reference_path.exists():
+            atomic_write_text(self.reference_path, reference_src)
+        if not self.usage_csv.exists():
+            atomic_write_text(self.usage_csv, ",".join(USAGE_FIELDS) + "\n")
+
+    # --- artefacts ---------------------------------------------------------------------------
+
+    def code_path(self, node_id: int) -> Path:
+        return self.code_dir / f"node_{node_id:04d}.py"
+
+    def metrics_path(self, node_id: int) -> Path:
+        return self.eval_dir / f"node_{node_id:04d}.json"
+
+    def write_code(self, node_id: int, code: str) -> Path:
+        path = self.code_path(node_id)
+        atomic_write_text(path, code)
+        return path
+
+    def write_metrics(self, node_id: int, result: EvalResult | None, facts: dict[str, Any]) -> Path:
+        payload = {**facts, "result": result.to_dict() if result else None}
+        path = self.metrics_path(node_id)
+        atomic_write_text(path, self.redact(json.dumps(payload, indent=2, default=str)))
+        return path
+
+    def _next_llm_seq(self) -> int:
+        if self._llm_seq is None:
+            existing = [p.name.split("_", 1)[0] for p in self.llm_io_dir.glob("*_prompt.md")]
+            self._llm_seq = max((int(s) for s in existing if s.isdigit()), default=0)
+        self._llm_seq += 1
+        return self._llm_seq
+
+    def write_llm_io(
+        self, round_: int, role: str, prompt: str, reply: str, reasoning: str = ""
+    ) -> list[Path]:
+        """Store one call's prompt and reply verbatim (secrets redacted)."""
+        stem = f"{self._next_llm_seq():05d}_r{round_:03d}_{safe_name(role)}"
+        paths = [self.llm_io_dir / f"{stem}_prompt.md", self.llm_io_dir / f"{stem}_reply.md"]
+        atomic_write_text(paths[0], self.redact(prompt))
+        atomic_write_text(paths[1], self.redact(reply))
+        if reasoning:
+            paths.append(self.llm_io_dir / f"{stem}_reasoning.md")
+            atomic_write_text(paths[2], self.redact(reasoning))
+        return paths
+
+    def append_usage(self, row: UsageRow) -> None:
+        buffer = io.StringIO()
+        csv.writer(buffer).writerow(
+            [
+                datetime.now(UTC).isoformat(timespec="seconds"),
+                row.round,
+                row.role,
+                row.model,
+                "" if row.prompt_tokens is None else row.prompt_tokens,
+                "" if row.completion_tokens is None else row.completion_tokens,
+                f"{row.latency_s:.3f}",
+                "" if row.cost_usd is None else f"{row.cost_usd:.6f}",
+                int(row.ok),
+                self.redact(row.error or ""),
+            ]
+        )
+        with self.usage_csv.open("a", encoding="utf-8", newline="") as fh:
+            fh.write(buffer.getvalue())
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def read_usage(self) -> list[dict[str, str]]:
+        if not self.usage_csv.exists():
+            return []
+        with self.usage_csv.open(encoding="utf-8", newline="") as fh:
+            return list(csv.DictReader(fh))
+
+    def log(self, message: str) -> None:
+        stamp = datetime.now(UTC).isoformat(timespec="seconds")
+        with self.log_path.open("a", encoding="utf-8") as fh:
+            fh.write(f"{stamp} {self.redact(message)}\n")
+
+    # --- state -------------------------------------------------------------------------------
+
+    def save_state(self, state: dict[str, Any]) -> None:
+        text = json.dumps(state, indent=1, default=str)
+        atomic_write_text(self.state_path, self.redact.exact(text))
+
+    def load_state(self) -> dict[str, Any] | None:
+        if not self.state_path.exists():
+            return None
+        return json.loads(self.state_path.read_text(encoding="utf-8"))
+
+    def write_best(self, code: str) -> Path:
+        atomic_write_text(self.best_kernel_path, code)
+        return self.best_kernel_path
+
+    def write_summary(self, summary: dict[str, Any]) -> Path:
+        atomic_write_text(
+            self.summary_path, self.redact(json.dumps(summary, indent=2, default=str))
+        )
+        return self.summary_path
+
+    def load_summary(self) -> dict[str, Any] | None:
+        if not self.summary_path.exists():
+            return None
+        return json.loads(self.summary_path.read_text(encoding="utf-8"))
+
+
+def find_task_id(root: Path) -> str:
+    """The task id of an existing task directory (from its ref_{id}.py)."""
+    refs = sorted(Path(root).glob("ref_*.py"))
+    if not refs:
+        raise FileNotFoundError(f"{root} is not a STARK task directory (no ref_*.py)")
+    return refs[0].stem[len("ref_") :]
+
+
+def timestamp() -> str:
+    return datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -1,0 +1,332 @@
+"""The STARK search tree: nodes with their verdicts and prompt artefacts, and the
+epsilon-greedy selection policy that decides which node the next round expands.
+
+Everything the search needs to resume lives here and round-trips through JSON
+(`StarkTree.to_dict` / `from_dict`), the RNG state included, so a resumed run makes
+exactly the choices the killed one would have made.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from engine.bench.result import EvalResult
+
+Phase = Literal["seed", "optimize", "debug"]
+Mode = Literal["explore", "exploit"]
+PHASES: tuple[str, ...] = ("seed", "optimize", "debug")
+
+
+def score_of(result: EvalResult | None) -> float:
+    """The search's objective: the measured speedup if the kernel is correct, else 0.
+
+    Incorrect, uncompiled or unmeasured kernels all score 0, so no amount of speed
+    makes a wrong kernel attractive."""
+    if result is None or not result.runnable or result.speedup is None:
+        return 0.0
+    return float(result.speedup)
+
+
+@dataclass(slots=True)
+class StarkNode:
+    """One candidate kernel and everything needed to reuse its history in prompts."""
+
+    node_id: int
+    parent_id: int | None
+    code: str
+    code_path: Path | None = None
+    metrics: EvalResult | None = None
+    score: float = 0.0
+    plan_json: str | None = None
+    anchored_code: str | None = None
+    logs: str = ""
+    phase: str = "seed"
+    created_round: int = 0
+    children: list[int] = field(default_factory=list)
+    # Why the node failed before or during benchmarking (parse error, LLM failure,
+    # benchmark error); None for a correct kernel.
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.phase not in PHASES:
+            raise ValueError(f"phase must be one of {PHASES}, not {self.phase!r}")
+
+    @property
+    def runnable(self) -> bool:
+        """Compiled and correct: a kernel worth optimising further."""
+        return self.metrics is not None and self.metrics.runnable
+
+    @property
+    def buggy(self) -> bool:
+        """Anything that is not runnable needs a debug round (or pruning)."""
+        return not self.runnable
+
+    @property
+    def speedup(self) -> float | None:
+        return self.metrics.speedup if self.runnable and self.metrics else None
+
+    @property
+    def plan(self) -> dict[str, Any] | None:
+        if not self.plan_json:
+            return None
+        try:
+            value = json.loads(self.plan_json)
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
+
+    def plan_title(self) -> str:
+        plan = self.plan
+        return str(plan.get("title", "")) if plan else ""
+
+    def header(self) -> str:
+        """One line that identifies the node in prompts and logs."""
+        parent = "-" if self.parent_id is None else str(self.parent_id)
+        if self.runnable:
+            verdict = f"correct, speedup {self.score:.2f}x"
+        else:
+            verdict = f"FAILED: {self.error or 'unknown error'}"
+        title = self.plan_title()
+        plan = f' plan "{title}"' if title else ""
+        return (
+            f"node {self.node_id} ({self.phase}, round {self.created_round}, "
+            f"parent {parent}){plan}: {verdict}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "node_id": self.node_id,
+            "parent_id": self.parent_id,
+            "code": self.code,
+            "code_path": str(self.code_path) if self.code_path else None,
+            "metrics": self.metrics.to_dict() if self.metrics else None,
+            "score": self.score,
+            "plan_json": self.plan_json,
+            "anchored_code": self.anchored_code,
+            "logs": self.logs,
+            "phase": self.phase,
+            "created_round": self.created_round,
+            "children": list(self.children),
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StarkNode:
+        metrics = data.get("metrics")
+        return cls(
+            node_id=int(data["node_id"]),
+            parent_id=data.get("parent_id"),
+            code=data.get("code", ""),
+            code_path=Path(data["code_path"]) if data.get("code_path") else None,
+            metrics=EvalResult.from_dict(metrics) if metrics else None,
+            score=float(data.get("score", 0.0)),
+            plan_json=data.get("plan_json"),
+            anchored_code=data.get("anchored_code"),
+            logs=data.get("logs", ""),
+            phase=data.get("phase", "seed"),
+            created_round=int(data.get("created_round", 0)),
+            children=[int(c) for c in data.get("children", [])],
+            error=data.get("error"),
+        )
+
+
+@dataclass(slots=True)
+class Selection:
+    """What `select_node` chose, and why (for events and the trace)."""
+
+    node: StarkNode
+    mode: Mode
+    # explore: "leaves" or "pool"; exploit: "leaders" or "pool"
+    source: str
+    candidates: list[int]
+
+    @property
+    def action(self) -> str:
+        return "optimize" if self.node.runnable else "debug"
+
+    def describe(self) -> str:
+        return (
+            f"selected node {self.node.node_id} by {self.mode} from {self.source} "
+            f"(candidates {self.candidates}); action {self.action}"
+        )
+
+
+class StarkTree:
+    """The search tree and its selection policy.
+
+    - root throttle: the root is no longer selectable once it has `root_limit` children;
+    - pruning: a node with `n_child` or more children, all of them buggy, is skipped;
+    - explore (probability `epsilon`): sample an expandable leaf, runnable leaves
+      weighted `leaf_bias` against 1 for buggy ones; the whole pool when no leaf is left;
+    - exploit: the best leader (top-`leader_topk` runnable nodes by score) that passes
+      the filter, else the pool's best-scoring node.
+    """
+
+    def __init__(
+        self,
+        *,
+        epsilon: float = 0.35,
+        root_limit: int = 5,
+        leaf_bias: float = 2.0,
+        leader_topk: int = 5,
+        n_child: int = 3,
+        seed: int = 0,
+    ) -> None:
+        if not 0.0 <= epsilon <= 1.0:
+            raise ValueError(f"epsilon must be within [0, 1], not {epsilon}")
+        if root_limit < 1 or leader_topk < 1 or n_child < 1:
+            raise ValueError("root_limit, leader_topk and n_child must be >= 1")
+        if leaf_bias <= 0:
+            raise ValueError(f"leaf_bias must be positive, not {leaf_bias}")
+        self.nodes: dict[int, StarkNode] = {}
+        self.root_id: int | None = None
+        self.next_id = 0
+        self.epsilon = epsilon
+        self.root_limit = root_limit
+        self.leaf_bias = leaf_bias
+        self.leader_topk = leader_topk
+        self.n_child = n_child
+        self.leader_ids: list[int] = []
+        self.rng = random.Random(seed)
+
+    # --- structure ---------------------------------------------------------------------------
+
+    def new_id(self) -> int:
+        """The id the next added node will get (ids are dense and never reused)."""
+        return self.next_id
+
+    def add_node(self, node: StarkNode) -> StarkNode:
+        if node.node_id != self.next_id:
+            raise ValueError(f"expected node id {self.next_id}, got {node.node_id}")
+        if node.parent_id is None:
+            if self.root_id is not None:
+                raise ValueError("the tree already has a root")
+            self.root_id = node.node_id
+        elif node.parent_id not in self.nodes:
+            raise ValueError(f"parent {node.parent_id} of node {node.node_id} does not exist")
+        node.score = score_of(node.metrics)
+        self.nodes[node.node_id] = node
+        self.next_id += 1
+        if node.parent_id is not None:
+            self.nodes[node.parent_id].children.append(node.node_id)
+        self._update_leaders(node)
+        return node
+
+    def _update_leaders(self, node: StarkNode) -> None:
+        """Keep `leader_ids` as the top-k runnable nodes, best first (ties: older first)."""
+        if not node.runnable:
+            return
+        ids = set(self.leader_ids) | {node.node_id}
+        ranked = sorted(ids, key=lambda i: (-self.nodes[i].score, i))
+        self.leader_ids = ranked[: self.leader_topk]
+
+    @property
+    def root(self) -> StarkNode | None:
+        return None if self.root_id is None else self.nodes[self.root_id]
+
+    def parent(self, node: StarkNode) -> StarkNode | None:
+        return None if node.parent_id is None else self.nodes[node.parent_id]
+
+    def children_of(self, node: StarkNode) -> list[StarkNode]:
+        return [self.nodes[i] for i in node.children]
+
+    def siblings(self, node: StarkNode) -> list[StarkNode]:
+        parent = self.parent(node)
+        if parent is None:
+            return []
+        return [self.nodes[i] for i in parent.children if i != node.node_id]
+
+    def cousins(self, node: StarkNode) -> list[StarkNode]:
+        """Children of the node's siblings."""
+        return [self.nodes[c] for s in self.siblings(node) for c in s.children]
+
+    def leaders(self) -> list[StarkNode]:
+        return [self.nodes[i] for i in self.leader_ids]
+
+    def best(self) -> StarkNode | None:
+        """The best runnable node (highest score, oldest on ties)."""
+        return self.nodes[self.leader_ids[0]] if self.leader_ids else None
+
+    # --- selection ---------------------------------------------------------------------------
+
+    def is_pruned(self, node: StarkNode) -> bool:
+        kids = self.children_of(node)
+        return len(kids) >= self.n_child and all(k.buggy for k in kids)
+
+    def _candidate_filter(self, node: StarkNode) -> bool:
+        """Whether a node may be expanded now."""
+        if node.node_id == self.root_id and len(node.children) >= self.root_limit:
+            return False
+        return not self.is_pruned(node)
+
+    @staticmethod
+    def _leaves(nodes: list[StarkNode]) -> list[StarkNode]:
+        return [n for n in nodes if not n.children]
+
+    def pool(self) -> list[StarkNode]:
+        return [n for n in self.nodes.values() if self._candidate_filter(n)]
+
+    def select_node(self) -> Selection | None:
+        """Choose the node to expand next; None when every node is throttled or pruned.
+
+        The RNG is drawn from the same number of times whatever the tree looks like
+        (one draw for the mode, one for an explore sample), so seeded runs replay."""
+        pool = self.pool()
+        if not pool:
+            return None
+        if self.rng.random() < self.epsilon:
+            leaves = self._leaves(pool)
+            source, choices = ("leaves", leaves) if leaves else ("pool", pool)
+            weights = [self.leaf_bias if n.runnable else 1.0 for n in choices]
+            node = self.rng.choices(choices, weights=weights, k=1)[0]
+            return Selection(node, "explore", source, [n.node_id for n in choices])
+        leaders = [n for n in self.leaders() if self._candidate_filter(n)]
+        if leaders:
+            return Selection(leaders[0], "exploit", "leaders", [n.node_id for n in leaders])
+        best = max(pool, key=lambda n: (n.score, -n.node_id))
+        return Selection(best, "exploit", "pool", [n.node_id for n in pool])
+
+    # --- persistence -------------------------------------------------------------------------
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "epsilon": self.epsilon,
+            "root_limit": self.root_limit,
+            "leaf_bias": self.leaf_bias,
+            "leader_topk": self.leader_topk,
+            "n_child": self.n_child,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        version, internal, gauss = self.rng.getstate()
+        return {
+            **self.params(),
+            "root_id": self.root_id,
+            "next_id": self.next_id,
+            "leader_ids": list(self.leader_ids),
+            "rng_state": [version, list(internal), gauss],
+            "nodes": [self.nodes[i].to_dict() for i in sorted(self.nodes)],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StarkTree:
+        tree = cls(
+            epsilon=float(data["epsilon"]),
+            root_limit=int(data["root_limit"]),
+            leaf_bias=float(data["leaf_bias"]),
+            leader_topk=int(data["leader_topk"]),
+            n_child=int(data["n_child"]),
+        )
+        for raw in data.get("nodes", []):
+            node = StarkNode.from_dict(raw)
+            tree.nodes[node.node_id] = node
+        tree.root_id = data.get("root_id")
+        tree.next_id = int(data.get("next_id", len(tree.nodes)))
+        tree.leader_ids = [int(i) for i in data.get("leader_ids", [])]
+        version, internal, gauss = data["rng_state"]
+        tree.rng.setstate((version, tuple(internal), gauss))
+        return tree

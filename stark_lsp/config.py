@@ -1,0 +1,174 @@
+"""Settings for the server: `initializationOptions`, then the `stark` section of
+`workspace/configuration` (later wins). The API key is kept out of every repr,
+log and event; it only reaches the engine subprocess's environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+AGENTS = ("auto", "offline", "openai")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class SettingsError(ValueError):
+    """A setting has the wrong type or value; the message names it."""
+
+
+@dataclass(slots=True, frozen=True)
+class Settings:
+    agent: str = "auto"
+    model: str | None = None
+    base_url: str | None = None
+    rounds: int = 10
+    epsilon: float | None = None
+    device: str = "auto"
+    seed: int = 0
+    max_concurrent_jobs: int = 2
+    auto_run: bool = False
+    watch_globs: tuple[str, ...] = ()
+    watch_debounce_ms: int = 400
+    trust: bool = True
+    out_dir: str | None = None
+    # Extra CLI arguments passed to every `stark optimize` (e.g. a smaller timing budget).
+    optimize_args: tuple[str, ...] = ()
+    # Test hook: replaces `python -m engine.cli` (fault injection only).
+    engine_command: tuple[str, ...] | None = None
+    api_key: str | None = field(default=None, repr=False)
+
+    def redacted(self) -> dict[str, Any]:
+        """Everything but the key, for logs and `stark.jobs`."""
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "api_key"}
+        data["api_key"] = "<set>" if self.effective_api_key() else None
+        return data
+
+    def effective_api_key(self) -> str | None:
+        return self.api_key or os.environ.get("STARK_API_KEY") or os.environ.get("OPENAI_API_KEY")
+
+
+# camelCase setting (as clients send it) -> (field name, converter)
+def _as_int(name: str, low: int, high: int):
+    def convert(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+            raise SettingsError(f"stark.{name} must be an integer, not {value!r}")
+        if not low <= int(value) <= high:
+            raise SettingsError(f"stark.{name} must be between {low} and {high}, not {value}")
+        return int(value)
+
+    return convert
+
+
+def _as_choice(name: str, choices: tuple[str, ...]):
+    def convert(value: Any) -> str:
+        if value not in choices:
+            raise SettingsError(f"stark.{name} must be one of {', '.join(choices)}, not {value!r}")
+        return str(value)
+
+    return convert
+
+
+def _as_optional_str(name: str):
+    def convert(value: Any) -> str | None:
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str):
+            raise SettingsError(f"stark.{name} must be a string")
+        return value
+
+    return convert
+
+
+def _as_bool(name: str):
+    def convert(value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise SettingsError(f"stark.{name} must be true or false, not {value!r}")
+        return value
+
+    return convert
+
+
+def _as_str_list(name: str):
+    def convert(value: Any) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise SettingsError(f"stark.{name} must be a list of strings")
+        return tuple(value)
+
+    return convert
+
+
+def _as_epsilon(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise SettingsError(f"stark.epsilon must be a number in [0, 1], not {value!r}")
+    return float(value)
+
+
+def _as_engine_command(value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    converted = _as_str_list("engineCommand")(value)
+    if not converted:
+        raise SettingsError("stark.engineCommand must not be empty")
+    return converted
+
+
+_KEYS: dict[str, tuple[str, Any]] = {
+    "agent": ("agent", _as_choice("agent", AGENTS)),
+    "model": ("model", _as_optional_str("model")),
+    "baseUrl": ("base_url", _as_optional_str("baseUrl")),
+    "rounds": ("rounds", _as_int("rounds", 1, 1000)),
+    "epsilon": ("epsilon", _as_epsilon),
+    "device": ("device", _as_choice("device", DEVICES)),
+    "seed": ("seed", _as_int("seed", 0, 2**31 - 1)),
+    "maxConcurrentJobs": ("max_concurrent_jobs", _as_int("maxConcurrentJobs", 1, 64)),
+    "autoRun": ("auto_run", _as_bool("autoRun")),
+    "trust": ("trust", _as_bool("trust")),
+    "outDir": ("out_dir", _as_optional_str("outDir")),
+    "optimizeArgs": ("optimize_args", _as_str_list("optimizeArgs")),
+    "engineCommand": ("engine_command", _as_engine_command),
+    "apiKey": ("api_key", _as_optional_str("apiKey")),
+}
+
+
+def _flatten(data: dict[str, Any]) -> dict[str, Any]:
+    """Accept both `{"watch": {"globs": [...]}}` and `{"watch.globs": [...]}`."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "watch" and isinstance(value, dict):
+            for sub, sub_value in value.items():
+                flat[f"watch.{sub}"] = sub_value
+        else:
+            flat[key] = value
+    return flat
+
+
+def merge(settings: Settings, data: Any) -> tuple[Settings, list[str]]:
+    """Apply one settings object; returns the new settings and the problems found
+    (a bad value keeps the previous one and is reported, never crashes the server)."""
+    if data is None:
+        return settings, []
+    if not isinstance(data, dict):
+        return settings, [f"stark settings must be an object, not {type(data).__name__}"]
+    if isinstance(data.get("stark"), dict):  # initializationOptions may nest the section
+        data = {**{k: v for k, v in data.items() if k != "stark"}, **data["stark"]}
+    changes: dict[str, Any] = {}
+    problems: list[str] = []
+    for key, value in _flatten(data).items():
+        try:
+            if key == "watch.globs":
+                changes["watch_globs"] = _as_str_list("watch.globs")(value)
+            elif key == "watch.debounceMs":
+                changes["watch_debounce_ms"] = _as_int("watch.debounceMs", 0, 60_000)(value)
+            elif key in _KEYS:
+                name, convert = _KEYS[key]
+                changes[name] = convert(value)
+            # unknown keys (e.g. the client's own `interpreter`, `trace.server`) are ignored
+        except SettingsError as exc:
+            problems.append(str(exc))
+    return replace(settings, **changes), problems

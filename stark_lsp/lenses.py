@@ -1,0 +1,117 @@
+"""Code lenses on `class Model` (Optimize / running round 3/10 — cancel /
+best 1.84x — apply) and `class ModelNew` (verify, fix, last verdict). They are
+computed from cached analysis and job state only: no I/O, no waiting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lsprotocol import types
+
+from stark_lsp import commands
+from stark_lsp.jobs import Job, JobKind, JobState
+from stark_lsp.progress import progress_message
+from stark_lsp.server import StarkLanguageServer, UserError, uri_to_path
+from stark_lsp.tasks import ClassInfo, DocumentKind
+
+
+def _lens(cls: ClassInfo, title: str, command: str, argument: dict[str, Any]) -> types.CodeLens:
+    return types.CodeLens(
+        range=types.Range(
+            start=types.Position(line=cls.line, character=cls.name_start),
+            end=types.Position(line=cls.line, character=cls.name_end),
+        ),
+        command=types.Command(title=title, command=command, arguments=[argument]),
+    )
+
+
+def latest_optimize(ls: StarkLanguageServer, reference: Path) -> Job | None:
+    return ls.jobs.latest(lambda j: j.kind is JobKind.OPTIMIZE and j.reference == reference)
+
+
+def reference_lenses(
+    ls: StarkLanguageServer, uri: str, cls: ClassInfo, reference: Path
+) -> list[types.CodeLens]:
+    lenses: list[types.CodeLens] = []
+    job = latest_optimize(ls, reference)
+    if job is not None and job.active:
+        lenses.append(
+            _lens(
+                cls, f"STARK {progress_message(job)} — cancel", commands.CANCEL, {"jobId": job.id}
+            )
+        )
+    else:
+        lenses.append(_lens(cls, "STARK: Optimize", commands.OPTIMIZE, {"uri": uri}))
+    if job is not None and job.best_kernel is not None and job.best_speedup is not None:
+        lenses.append(
+            _lens(
+                cls, f"best {job.best_speedup:.2f}x — apply", commands.APPLY_BEST, {"jobId": job.id}
+            )
+        )
+    return lenses
+
+
+def kernel_lenses(
+    ls: StarkLanguageServer, uri: str, cls: ClassInfo, kernel: Path
+) -> list[types.CodeLens]:
+    lenses: list[types.CodeLens] = []
+    active = ls.jobs.latest(lambda j: j.kernel == kernel and j.active)
+    if active is not None:
+        lenses.append(
+            _lens(
+                cls,
+                f"STARK {active.kind}: {progress_message(active)} — cancel",
+                commands.CANCEL,
+                {"jobId": active.id},
+            )
+        )
+        return lenses
+    verdict = ls.verdicts.get(kernel)
+    if verdict is None:
+        lenses.append(_lens(cls, "STARK: Verify", commands.VERIFY, {"uri": uri}))
+        return lenses
+    result = verdict.result
+    if result.correct:
+        speed = f"{result.speedup:.2f}x" if result.speedup else "correct"
+        lenses.append(_lens(cls, f"STARK: {speed} ✓ — verify again", commands.VERIFY, {"uri": uri}))
+    else:
+        lenses.append(
+            _lens(
+                cls,
+                f"STARK: {result.stage or 'failed'} ✗ — verify again",
+                commands.VERIFY,
+                {"uri": uri},
+            )
+        )
+        lenses.append(_lens(cls, "Fix with STARK debug agent", commands.DEBUG, {"uri": uri}))
+    fix = ls.jobs.latest(lambda j: j.kind is JobKind.DEBUG and j.kernel == kernel)
+    if fix is not None and fix.state is JobState.DONE and fix.debug and fix.debug.fixed_code:
+        lenses.append(_lens(cls, "apply STARK fix", commands.APPLY_FIX, {"jobId": fix.id}))
+    return lenses
+
+
+def code_lenses(ls: StarkLanguageServer, uri: str) -> list[types.CodeLens]:
+    if not uri.startswith("file:"):
+        return []
+    try:
+        analysis = ls.analysis(uri)
+        path = uri_to_path(uri)
+    except UserError:
+        return []
+    info = analysis.info
+    lenses: list[types.CodeLens] = []
+    is_reference = info.kind is DocumentKind.REFERENCE or (
+        analysis.lookup is not None and analysis.lookup.how == "same-file"
+    )
+    if info.model is not None and is_reference:
+        lenses += reference_lenses(ls, uri, info.model, path)
+    if info.model_new is not None:
+        lenses += kernel_lenses(ls, uri, info.model_new, path)
+    return lenses
+
+
+def register(server: StarkLanguageServer) -> None:
+    @server.feature(types.TEXT_DOCUMENT_CODE_LENS, types.CodeLensOptions(resolve_provider=False))
+    def on_code_lens(ls: StarkLanguageServer, params: types.CodeLensParams) -> list[types.CodeLens]:
+        return code_lenses(ls, params.text_document.uri)

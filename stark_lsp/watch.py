@@ -1,0 +1,220 @@
+"""Watch references on disk with watchdog, so a change made outside the editor
+(git checkout, another tool) re-runs verification, or the optimization when
+`stark.autoRun` is on. Watchdog's thread only hands paths to the event loop
+(`call_soon_threadsafe`); debouncing, the editor-save filter and job
+replacement happen on the loop.
+
+Globs (`stark.watch.globs`, e.g. `**/ref_*.py`) are expanded against the
+workspace folders when settings arrive, and each matching file's directory is
+watched non-recursively (a recursive watch of a workspace with a virtualenv
+would cost thousands of inotify watches). Directories created later are picked
+up at the next settings change."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+if TYPE_CHECKING:
+    from stark_lsp.server import StarkLanguageServer
+
+log = logging.getLogger(__name__)
+
+SKIP_DIRS = {".git", ".venv", "venv", "node_modules", "__pycache__", "stark_runs", ".stark"}
+MAX_GLOB_FILES = 2000
+
+
+@lru_cache(maxsize=256)
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """`**` crosses directories, `*` and `?` do not (gitignore-like)."""
+    out = ""
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out += "(?:.*/)?"
+            i += 3
+        elif pattern.startswith("**", i):
+            out += ".*"
+            i += 2
+        elif pattern[i] == "*":
+            out += "[^/]*"
+            i += 1
+        elif pattern[i] == "?":
+            out += "[^/]"
+            i += 1
+        else:
+            out += re.escape(pattern[i])
+            i += 1
+    return re.compile(out + r"\Z")
+
+
+def matches(path: Path, roots: list[Path], globs: tuple[str, ...]) -> bool:
+    for root in roots:
+        if not path.is_relative_to(root):
+            continue
+        relative = path.relative_to(root).as_posix()
+        if any(glob_regex(g).match(relative) for g in globs):
+            return True
+    return False
+
+
+def expand(roots: list[Path], globs: tuple[str, ...]) -> set[Path]:
+    found: set[Path] = set()
+    for root in roots:
+        for pattern in globs:
+            try:
+                candidates = root.glob(pattern)
+                for path in candidates:
+                    if len(found) >= MAX_GLOB_FILES:
+                        return found
+                    if SKIP_DIRS.intersection(path.relative_to(root).parts[:-1]):
+                        continue
+                    if path.is_file():
+                        found.add(path.resolve())
+            except (OSError, ValueError) as exc:
+                log.warning("bad watch glob %r: %s", pattern, exc)
+    return found
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, manager: WatchManager) -> None:
+        self._manager = manager
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.is_directory or event.event_type not in ("created", "modified", "moved", "closed"):
+            return
+        raw = getattr(event, "dest_path", "") or event.src_path
+        path = Path(raw if isinstance(raw, str) else raw.decode())
+        self._manager.from_thread(path)
+
+
+class WatchManager:
+    def __init__(self, server: StarkLanguageServer) -> None:
+        self._server = server
+        self.explicit: set[Path] = set()
+        self._glob_files: set[Path] = set()
+        self._globs: tuple[str, ...] = ()
+        self._roots: list[Path] = []
+        self._observer: Observer | None = None  # type: ignore[valid-type]
+        self._scheduled: dict[Path, object] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timers: dict[Path, asyncio.TimerHandle] = {}
+        self._last_hash: dict[Path, str] = {}
+
+    # -- what is watched ----------------------------------------------------------
+    def watched(self) -> list[Path]:
+        return sorted(self.explicit | self._glob_files)
+
+    def is_watched(self, path: Path) -> bool:
+        return (
+            path in self.explicit
+            or path in self._glob_files
+            or (bool(self._globs) and matches(path, self._roots, self._globs))
+        )
+
+    def watch(self, path: Path) -> None:
+        self.explicit.add(path)
+        self._remember(path)
+        self._sync()
+
+    def unwatch(self, path: Path) -> bool:
+        if path not in self.explicit:
+            return False
+        self.explicit.discard(path)
+        self._sync()
+        return True
+
+    def configure(self, globs: tuple[str, ...], roots: list[Path]) -> None:
+        if globs == self._globs and roots == self._roots:
+            return
+        self._globs, self._roots = globs, roots
+        self._glob_files = expand(roots, globs) if globs else set()
+        for path in self._glob_files:
+            self._remember(path)
+        self._sync()
+
+    def _remember(self, path: Path) -> None:
+        """Baseline content, so an mtime-only touch does not start a run."""
+        with contextlib.suppress(OSError):
+            self._last_hash[path] = hashlib.sha256(path.read_bytes()).hexdigest()
+
+    def _sync(self) -> None:
+        """Schedule exactly the directories that hold watched files."""
+        wanted = {p.parent for p in self.explicit | self._glob_files}
+        if wanted and self._observer is None:
+            try:
+                self._loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self._loop = None
+            self._observer = Observer()
+            self._observer.daemon = True
+            self._observer.start()
+        if self._observer is None:
+            return
+        for directory in list(self._scheduled):
+            if directory not in wanted:
+                self._observer.unschedule(self._scheduled.pop(directory))
+        for directory in wanted - set(self._scheduled):
+            if directory.is_dir():
+                self._scheduled[directory] = self._observer.schedule(
+                    _Handler(self), str(directory), recursive=False
+                )
+
+    def stop(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer = None
+            self._scheduled.clear()
+
+    # -- events -----------------------------------------------------------------------
+    def from_thread(self, path: Path) -> None:
+        """Watchdog's thread: hand over to the loop, nothing else."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.on_disk_change, path)
+
+    def on_disk_change(self, path: Path) -> None:
+        path = path.resolve()
+        if path.suffix != ".py" or not self.is_watched(path):
+            return
+        timer = self._timers.pop(path, None)
+        if timer is not None:
+            timer.cancel()
+        delay = self._server.settings.watch_debounce_ms / 1000
+        assert self._loop is not None
+        self._timers[path] = self._loop.call_later(delay, self._fire, path)
+
+    def _fire(self, path: Path) -> None:
+        self._timers.pop(path, None)
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return  # deleted or mid-rename: the next event will tell
+        digest = hashlib.sha256(data).hexdigest()
+        if self._last_hash.get(path) == digest:
+            return  # touched, not changed
+        self._last_hash[path] = digest
+        uri = self._server.open_uri_for(path)
+        if uri is not None:
+            editor_text = self._server.workspace.get_text_document(uri).source
+            if editor_text.encode("utf-8") == data:
+                return  # the editor saved it: the editor already knows
+        asyncio.ensure_future(self._server_rerun(path))
+
+    async def _server_rerun(self, path: Path) -> None:
+        from stark_lsp import commands
+
+        try:
+            await commands.rerun_for_disk_change(self._server, path)
+        except Exception as exc:  # noqa: BLE001 - a watch run must never take the server down
+            log.warning("re-run after change of %s failed: %s", path, exc)

@@ -1,0 +1,113 @@
+"""Each defence of issue 2 against a small adversarial candidate of our own: it must be
+rejected (or flagged) for the right reason, and honest candidates must still pass."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def assert_rejected(result, *phrases: str, flag: str | None = None) -> None:  # noqa: ANN001
+    assert result.compiled, result.error
+    assert not result.correct, result.summary()
+    assert result.stage == "correctness", (result.stage, result.error)
+    for phrase in phrases:
+        assert phrase in result.error, result.error
+    if flag:
+        assert flag in result.flags, result.flags
+
+
+def test_honest_candidate_passes_with_speedup_near_one(evaluate_files) -> None:
+    result = evaluate_files("scale_add", "honest")
+    assert result.correct, result.summary()
+    assert result.error is None and result.stage is None
+    assert result.trials_passed == result.correctness_trials == 5
+    assert result.max_abs_err == 0.0
+    assert result.ref_ms.n == result.new_ms.n == 15
+    # Same computation on both sides: not a timing assertion, a sanity bound on the ratio.
+    assert 0.2 < result.speedup < 5.0
+    assert result.compile_s is not None and result.kernel_s is not None
+    assert result.harness_overhead_s is not None and result.harness_overhead_s >= 0
+
+
+def test_honest_tiny_values_pass_the_tight_check(evaluate_files) -> None:
+    result = evaluate_files("tiny_values", "tiny_honest")
+    assert result.correct, result.summary()
+
+
+def test_empty_like_fails(evaluate_files) -> None:
+    result = evaluate_files("scale_add", "empty_like")
+    assert_rejected(result, "output 0")
+    assert result.trials_passed == 0
+
+
+def test_zeros_against_tiny_reference_fail(evaluate_files) -> None:
+    result = evaluate_files("tiny_values", "zeros_tiny")
+    assert_rejected(result, "constant output", "dwarfs", flag="near_zero_output")
+
+
+def test_answer_cached_from_first_trial_fails(evaluate_files) -> None:
+    result = evaluate_files("scale_add", "cache_first")
+    assert_rejected(result, "mismatch")
+    assert result.trials_passed == 1  # honest on its first input, wrong on the next
+
+
+def test_modifying_inputs_fails(evaluate_files) -> None:
+    result = evaluate_files("scale_add", "inplace_input")
+    assert_rejected(result, "candidate modified its inputs", flag="modified_inputs")
+
+
+def test_returning_an_input_fails_as_alias(evaluate_files) -> None:
+    result = evaluate_files("abs_value", "alias_input")
+    assert_rejected(result, "aliases an input", flag="output_aliases_input")
+
+
+def test_tensor_subclass_fails(evaluate_files) -> None:
+    result = evaluate_files("scale_add", "subclass")
+    assert_rejected(result, "not exactly torch.Tensor", "Sneaky", flag="tensor_subclass")
+
+
+def test_wrong_dtype_fails(evaluate_files) -> None:
+    assert_rejected(evaluate_files("scale_add", "wrong_dtype"), "dtype torch.float64")
+
+
+def test_wrong_shape_fails(evaluate_files) -> None:
+    assert_rejected(evaluate_files("scale_add", "wrong_shape"), "shape (64, 127)")
+
+
+def test_nan_where_reference_is_finite_fails(evaluate_files) -> None:
+    assert_rejected(evaluate_files("scale_add", "nan_output"), "NaN/Inf where the reference")
+
+
+def test_background_thread_is_neither_correct_nor_fast(evaluate_files) -> None:
+    result = evaluate_files("scale_add", "background_thread")
+    assert_rejected(result, "background thread", flag="background_thread")
+    assert result.speedup is None
+
+
+def test_patched_timers_are_flagged_and_buy_nothing(evaluate_files) -> None:
+    result = evaluate_files("scale_add", "timer_patch")
+    assert "timer_tampering" in result.flags
+    assert result.correct, result.summary()  # it is correct; its timing is ours, not its own
+    assert 0.2 < result.speedup < 5.0
+
+
+def test_changed_thread_count_is_flagged(evaluate_files) -> None:
+    result = evaluate_files("scale_add", "thread_change", num_threads=2)
+    assert "thread_settings_changed" in result.flags
+    assert result.correct  # flagged, and both sides were still timed with 2 threads
+
+
+def test_patching_torch_to_fool_the_reference_fails(evaluate_files) -> None:
+    result = evaluate_files("scale_add", "torch_patch")
+    assert_rejected(result, "candidate replaced torch.relu", flag="torch_patched")
+
+
+def test_forged_result_file_does_not_pass(evaluate_files) -> None:
+    result = evaluate_files("scale_add", "forge_result")
+    assert not result.correct
+    assert result.speedup != 100.0
+    # request.json is deleted before user code runs, so the forger only had a guess.
+    assert "forged_result" in result.flags
+    assert "nonce mismatch" in result.error

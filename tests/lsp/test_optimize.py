@@ -1,0 +1,133 @@
+"""End to end with the real engine and the offline agent: optimize a tiny
+reference (2 rounds), watch progress and `stark/jobUpdated`, then use the lens,
+the code action, hover and applyBest (documentChanges and plain-changes clients)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lsprotocol import types
+
+from .helpers import full_capabilities, lsp_session
+
+
+def _maps_mention_torch(pid: int) -> bool:
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return "libtorch" in maps or "torch/_C" in maps
+
+
+async def _optimize(session, uri: str) -> dict:
+    answer = await session.command("stark.optimize", {"uri": uri, "rounds": 2, "seed": 0})
+    assert set(answer) >= {"jobId"}
+    return await session.wait_job(answer["jobId"], timeout=300)
+
+
+async def test_optimize_progress_notifications_lens_action_apply(workspace: Path) -> None:
+    reference = workspace / "tiny_ref.py"
+    async with lsp_session(workspace) as session:
+        uri = session.open(reference)
+        info = await session.command("stark.serverInfo")
+        assert info["torchLoaded"] is False
+
+        lenses = await session.client.text_document_code_lens_async(
+            types.CodeLensParams(text_document=types.TextDocumentIdentifier(uri=uri))
+        )
+        assert [lens.command.title for lens in lenses] == ["STARK: Optimize"]
+
+        final = await _optimize(session, uri)
+        job_id = final["jobId"]
+        assert final["state"] == "done", final
+        states = [u["state"] for u in session.updates_for(job_id)]
+        assert states[0] == "queued" and "running" in states and states[-1] == "done"
+        assert states.index("running") > 0
+        assert final["rounds"] == 2 and final["round"] == 2
+        assert final["bestSpeedup"] and final["bestSpeedup"] > 0
+        assert {n["id"] for n in final["tree"]} >= {0, 1}
+        node = final["tree"][0]
+        assert set(node) >= {"id", "parent", "phase", "runnable", "buggy", "speedup", "round"}
+
+        # progress: begin / report... / end on the job's token, with a message and percentage
+        reports = session.client.progress_reports[f"stark/{job_id}"]
+        assert isinstance(reports[0], types.WorkDoneProgressBegin) and reports[0].cancellable
+        assert isinstance(reports[-1], types.WorkDoneProgressEnd)
+        middle = [r for r in reports if isinstance(r, types.WorkDoneProgressReport)]
+        assert any("round 2/2" in (r.message or "") and "best" in (r.message or "") for r in middle)
+        assert all(r.percentage is not None for r in middle)
+
+        # lenses and actions now offer the best kernel
+        lenses = await session.client.text_document_code_lens_async(
+            types.CodeLensParams(text_document=types.TextDocumentIdentifier(uri=uri))
+        )
+        titles = [lens.command.title for lens in lenses]
+        assert "STARK: Optimize" in titles
+        assert any(t.startswith("best ") and t.endswith("x — apply") for t in titles), titles
+        actions = await session.client.text_document_code_action_async(
+            types.CodeActionParams(
+                text_document=types.TextDocumentIdentifier(uri=uri),
+                range=types.Range(
+                    start=types.Position(line=9, character=0),
+                    end=types.Position(line=9, character=0),
+                ),
+                context=types.CodeActionContext(diagnostics=[]),
+            )
+        )
+        titles = [a.title for a in actions]
+        assert "Optimize with STARK" in titles
+        assert any(t.startswith("Apply best kernel (") and t.endswith("x faster)") for t in titles)
+
+        # applyBest through documentChanges + CreateFile + a confirmation annotation
+        result = await session.command("stark.applyBest", {"jobId": job_id})
+        assert result["applied"] is True
+        (params,) = session.applied_edits
+        create, text_edit = params.edit.document_changes
+        assert isinstance(create, types.CreateFile) and create.uri.endswith("tiny_ref_stark.py")
+        assert create.annotation_id == "stark"
+        assert params.edit.change_annotations["stark"].needs_confirmation is True
+        applied = workspace / "tiny_ref_stark.py"
+        code = applied.read_text()
+        assert code.startswith("# stark: reference=tiny_ref.py\n") and "class ModelNew" in code
+
+        # the applied kernel finds its reference and carries the best node's verdict
+        kernel_uri = session.open(applied)
+        line = next(i for i, t in enumerate(code.splitlines()) if t.startswith("class ModelNew"))
+        hover = await session.client.text_document_hover_async(
+            types.HoverParams(
+                text_document=types.TextDocumentIdentifier(uri=kernel_uri),
+                position=types.Position(line=line, character=8),
+            )
+        )
+        assert hover is not None and "STARK verdict: correct" in hover.contents.value
+        assert "median" in hover.contents.value and job_id in hover.contents.value
+
+        # the server process never imported torch
+        info = await session.command("stark.serverInfo")
+        assert info["torchLoaded"] is False
+        assert not _maps_mention_torch(info["pid"])
+        jobs = await session.command("stark.jobs")
+        assert [j["jobId"] for j in jobs["jobs"]] == [job_id]
+
+
+async def test_apply_best_with_plain_changes_client(workspace: Path) -> None:
+    """A Neovim-0.7-like client: no documentChanges, no annotations, no progress."""
+    caps = full_capabilities(document_changes=False, annotations=False, progress=False)
+    reference = workspace / "tiny_ref.py"
+    async with lsp_session(workspace, capabilities=caps) as session:
+        uri = session.open(reference)
+        final = await _optimize(session, uri)
+        assert final["state"] == "done", final
+        assert not session.client.progress_reports  # not declared: none sent
+
+        session.apply_answer = False  # the user declines: the empty file goes away again
+        refused = await session.command("stark.applyBest", {"jobId": final["jobId"]})
+        assert refused["applied"] is False
+        assert not (workspace / "tiny_ref_stark.py").exists()
+
+        session.apply_answer = True
+        result = await session.command("stark.applyBest", {"jobId": final["jobId"]})
+        assert result["applied"] is True
+        params = session.applied_edits[-1]
+        assert params.edit.document_changes is None
+        ((target_uri, edits),) = params.edit.changes.items()
+        assert target_uri.endswith("tiny_ref_stark.py")
+        assert "class ModelNew" in edits[0].new_text
+        assert "class ModelNew" in (workspace / "tiny_ref_stark.py").read_text()

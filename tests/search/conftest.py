@@ -1,0 +1,55 @@
+"""Shared fixtures for the search-engine tests: tiny references and the fake endpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.fakes import fake_openai  # noqa: F401 - re-exported fixture
+
+TINY_REFERENCE = """\
+import torch
+import torch.nn as nn
+
+
+class Model(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x) * 2.0 + 1.0
+
+
+def get_inputs() -> list[torch.Tensor]:
+    return [torch.randn(64, 64)]
+
+
+def get_init_inputs() -> list:
+    return []
+"""
+
+# Flags that keep each evaluation short on a loaded 2-core machine.
+QUICK = ["--timing-budget", "0.2", "--correctness-trials", "2", "--no-profile"]
+
+
+@pytest.fixture
+def tiny_reference(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny_relu.py"
+    path.write_text(TINY_REFERENCE)
+    return path
+
+
+@pytest.fixture
+def clean_agent_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No endpoint configuration leaks in from the developer's environment."""
+    for name in (
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "STARK_API_KEY",
+        "STARK_BASE_URL",
+        "STARK_MODEL",
+        "STARK_MAX_RETRIES",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # no stark.toml / pyproject.toml agent table

@@ -1,0 +1,72 @@
+"""Batch summary maths (KernelBench fast_p, geomean) and task expansion/sampling."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from engine.batch import TaskOutcome, expand_paths, fast_p, sample_tasks, summarize
+
+
+def outcome(name: str, correct: bool, speedup: float | None) -> TaskOutcome:
+    return TaskOutcome(name, f"{name}.py", None, correct, speedup, llm_calls=3)
+
+
+OUTCOMES = [
+    outcome("a", True, 0.8),
+    outcome("b", True, 1.2),
+    outcome("c", True, 2.5),
+    outcome("d", False, None),
+    outcome("e", True, 1.5),  # exactly 1.5: not > 1.5
+]
+
+
+def test_fast_p_counts_correct_and_strictly_faster_over_all_tasks() -> None:
+    assert fast_p(OUTCOMES, 0.0) == pytest.approx(4 / 5)
+    assert fast_p(OUTCOMES, 1.0) == pytest.approx(3 / 5)
+    assert fast_p(OUTCOMES, 1.5) == pytest.approx(1 / 5)
+    assert fast_p(OUTCOMES, 2.0) == pytest.approx(1 / 5)
+    assert fast_p([], 1.0) == 0.0
+
+
+def test_summary_means() -> None:
+    metrics = summarize(OUTCOMES)
+    correct = [0.8, 1.2, 2.5, 1.5]
+    assert metrics["tasks"] == 5 and metrics["correct_tasks"] == 4
+    assert metrics["correctness_rate"] == metrics["fast_0"] == pytest.approx(0.8)
+    assert metrics["mean_speedup"] == pytest.approx(sum(correct) / 4)
+    assert metrics["geomean_speedup"] == pytest.approx(math.prod(correct) ** (1 / 4))
+    assert metrics["geomean_speedup_all"] == pytest.approx(math.prod([*correct, 1.0]) ** (1 / 5))
+    assert metrics["fast_1.5"] == pytest.approx(0.2)
+    assert metrics["llm_calls"] == 15
+
+
+def test_summary_of_all_failures() -> None:
+    metrics = summarize([outcome("x", False, None)])
+    assert metrics["mean_speedup"] is None and metrics["geomean_speedup"] is None
+    assert metrics["fast_0"] == 0.0
+
+
+def test_expand_and_sample(tmp_path: Path) -> None:
+    for name in ("b.py", "a.py", "_private.py", "notes.txt"):
+        (tmp_path / name).write_text("")
+    single = tmp_path / "sub"
+    single.mkdir()
+    (single / "c.py").write_text("")
+    paths = expand_paths([str(tmp_path), str(single / "c.py")])
+    assert [p.name for p in paths] == ["a.py", "b.py", "c.py"]
+    assert sample_tasks(paths, 2, 0) == sample_tasks(paths, 2, 0)
+    assert len(sample_tasks(paths, 2, 0)) == 2
+    assert sample_tasks(paths, None, 0) == paths
+    with pytest.raises(FileNotFoundError):
+        expand_paths([str(tmp_path / "missing.py")])
+    with pytest.raises(ValueError):
+        expand_paths([str(tmp_path / "sub" / "..")] if False else [str(_empty(tmp_path))])
+
+
+def _empty(tmp_path: Path) -> Path:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    return empty

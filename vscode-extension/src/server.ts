@@ -1,0 +1,405 @@
+/**
+ * The language server process: `<python> -m stark_lsp` over stdio.
+ *
+ * The interpreter is `stark.interpreter`, else the Python extension's active environment
+ * (when that extension is installed), else `python3`. The server restarts when the
+ * interpreter, the Python environment, the API key or workspace trust changes; every other
+ * `stark.*` change is pushed to the running server (`workspace/didChangeConfiguration`) and
+ * applies to new jobs, so a settings tweak never kills a running search.
+ */
+import { PythonExtension } from '@vscode/python-extension';
+import * as vscode from 'vscode';
+import {
+    CloseAction,
+    DidChangeConfigurationNotification,
+    ErrorAction,
+    ExecuteCommandRequest,
+    MessageType,
+    type ShowMessageParams,
+    ShowMessageNotification,
+    ResponseError,
+    LanguageClient,
+    type LanguageClientOptions,
+    type Middleware,
+    type ServerOptions,
+    State,
+    TransportKind,
+} from 'vscode-languageclient/node';
+
+import { SERVER_COMMANDS } from './commands';
+import { type JobsModel } from './jobsModel';
+import { type ApiKeyStore, type RedactingLogChannel } from './secrets';
+import { RESTART_SETTINGS, SERVER_SETTINGS, defaultInterpreter, expandInterpreterPath, serverSettings } from './settings';
+import { type JobStatusBar } from './statusBar';
+import { isTrusted } from './trust';
+
+export const CLIENT_ID = 'stark';
+const JOB_UPDATED = 'stark/jobUpdated';
+const MAX_CRASHES = 3;
+const CRASH_WINDOW_MS = 3 * 60_000;
+
+export interface Interpreter {
+    readonly command: string;
+    readonly source: string;
+}
+
+function firstWorkspaceFolder(): vscode.WorkspaceFolder | undefined {
+    return vscode.workspace.workspaceFolders?.[0];
+}
+
+/** The Python extension's API, or undefined when it is absent or broken (it is optional). */
+async function pythonApi(log: vscode.LogOutputChannel): Promise<PythonExtension | undefined> {
+    if (vscode.extensions.getExtension('ms-python.python') === undefined) {
+        return undefined;
+    }
+    try {
+        return await PythonExtension.api();
+    } catch (error) {
+        log.warn(`Python extension API unavailable: ${String(error)}`);
+        return undefined;
+    }
+}
+
+export async function resolveInterpreter(log: vscode.LogOutputChannel): Promise<Interpreter> {
+    const folder = firstWorkspaceFolder();
+    const setting = vscode.workspace.getConfiguration('stark', folder).get<string>('interpreter', '').trim();
+    if (setting !== '') {
+        return { command: expandInterpreterPath(setting, folder?.uri.fsPath), source: 'the stark.interpreter setting' };
+    }
+    const api = await pythonApi(log);
+    if (api !== undefined) {
+        try {
+            const envPath = api.environments.getActiveEnvironmentPath(folder?.uri);
+            const env = await api.environments.resolveEnvironment(envPath);
+            const executable = env?.executable.uri?.fsPath;
+            if (executable) {
+                return { command: executable, source: "the Python extension's active environment" };
+            }
+        } catch (error) {
+            log.warn(`Could not read the Python extension's active environment: ${String(error)}`);
+        }
+    }
+    return { command: defaultInterpreter(), source: 'the default (no stark.interpreter, no Python extension environment)' };
+}
+
+export interface StarkServerOptions {
+    readonly log: RedactingLogChannel;
+    readonly apiKeys: ApiKeyStore;
+    readonly model: JobsModel;
+    readonly statusBar: JobStatusBar;
+    readonly middleware: Middleware;
+}
+
+export class StarkServer implements vscode.Disposable {
+    private client: LanguageClient | undefined;
+    private interpreter: Interpreter | undefined;
+    /** Serialises start/stop/restart so they never overlap. */
+    private queue: Promise<unknown> = Promise.resolve();
+    private crashes: number[] = [];
+    private fallbackCommands: vscode.Disposable[] = [];
+    private readonly disposables: vscode.Disposable[] = [];
+    private disposed = false;
+
+    constructor(private readonly options: StarkServerOptions) {
+        this.disposables.push(
+            vscode.workspace.onDidChangeConfiguration((event) => this.onConfigurationChanged(event)),
+            vscode.workspace.onDidGrantWorkspaceTrust(() => void this.restart('the workspace is now trusted', false)),
+            options.apiKeys.onDidChange(() => void this.restart('the API key changed', true)),
+        );
+        void this.watchPythonEnvironment();
+    }
+
+    get languageClient(): LanguageClient | undefined {
+        return this.client?.isRunning() ? this.client : undefined;
+    }
+
+    start(): Promise<void> {
+        return this.enqueue(() => this.doStart());
+    }
+
+    /** Restart; with `confirm`, ask first when jobs would be cut short. */
+    async restart(reason: string, confirm: boolean): Promise<void> {
+        const active = this.options.model.activeJobs().length;
+        if (confirm && active > 0 && this.client !== undefined) {
+            const choice = await vscode.window.showWarningMessage(
+                `STARK: ${reason}. Restarting the language server stops ${active} running job${active > 1 ? 's' : ''}.`,
+                { modal: true },
+                'Restart now',
+            );
+            if (choice !== 'Restart now') {
+                this.options.log.info(`Restart (${reason}) postponed by the user; run "STARK: Restart server" to apply it.`);
+                return;
+            }
+        }
+        this.options.log.info(`Restarting the language server: ${reason}.`);
+        await this.enqueue(async () => {
+            await this.doStop();
+            await this.doStart();
+        });
+    }
+
+    stop(): Promise<void> {
+        return this.enqueue(() => this.doStop());
+    }
+
+    private enqueue<T>(task: () => Promise<T>): Promise<T> {
+        const run = this.queue.then(task, task);
+        this.queue = run.catch(() => undefined);
+        return run;
+    }
+
+    private async doStart(): Promise<void> {
+        if (this.disposed) {
+            return;
+        }
+        const { log, statusBar } = this.options;
+        this.interpreter = await resolveInterpreter(log);
+        const apiKey = await this.options.apiKeys.get();
+        const folder = firstWorkspaceFolder();
+        const serverOptions: ServerOptions = {
+            command: this.interpreter.command,
+            args: ['-m', 'stark_lsp'],
+            transport: TransportKind.stdio,
+            options: { cwd: folder?.uri.fsPath, env: { ...process.env, PYTHONUNBUFFERED: '1', PYTHONIOENCODING: 'utf-8' } },
+        };
+        const clientOptions: LanguageClientOptions = {
+            documentSelector: [{ scheme: 'file', language: 'python' }],
+            outputChannel: log,
+            traceOutputChannel: log,
+            // Settings flow as `stark` sections built in settings.ts (whitelisted, plus trust),
+            // never the raw configuration; the key rides only in initializationOptions.
+            initializationOptions: () => ({
+                ...serverSettings((key) => vscode.workspace.getConfiguration('stark', folder).get(key), isTrusted()),
+                ...(apiKey ? { apiKey } : {}),
+            }),
+            middleware: {
+                ...this.options.middleware,
+                workspace: {
+                    configuration: async (params, token, next) => {
+                        const result = await next(params, token);
+                        if (result instanceof ResponseError) {
+                            return result;
+                        }
+                        const values = result as unknown[];
+                        return params.items.map((item, index): unknown =>
+                            item.section === 'stark'
+                                ? serverSettings(
+                                      (key) =>
+                                          vscode.workspace
+                                              .getConfiguration('stark', item.scopeUri ? vscode.Uri.parse(item.scopeUri) : folder)
+                                              .get(key),
+                                      isTrusted(),
+                                  )
+                                : values[index],
+                        );
+                    },
+                },
+            },
+            errorHandler: {
+                error: () => ({ action: ErrorAction.Continue }),
+                closed: () => this.onServerClosed(),
+            },
+            markdown: { isTrusted: false, supportHtml: false },
+        };
+        const client = new LanguageClient(CLIENT_ID, 'STARK', serverOptions, clientOptions);
+        client.onNotification(JOB_UPDATED, (params: unknown) => {
+            try {
+                this.options.model.update(params);
+            } catch (error) {
+                log.warn(`Ignoring a malformed ${JOB_UPDATED}: ${error instanceof Error ? error.message : String(error)}`);
+            }
+        });
+        // The server announces failures itself; give its errors a way to the details.
+        client.onNotification(ShowMessageNotification.type, (params) => void this.showServerMessage(params));
+        client.onDidChangeState((event) => {
+            if (event.newState === State.Stopped) {
+                this.options.model.markStale();
+                if (this.client !== client) {
+                    this.installFallbackCommands(); // it will not come back by itself
+                }
+            }
+        });
+        this.client = client;
+        this.disposeFallbackCommands();
+        log.info(`Starting the STARK language server: ${this.interpreter.command} -m stark_lsp (interpreter from ${this.interpreter.source}).`);
+        try {
+            await client.start();
+        } catch (error) {
+            const reason = error instanceof Error ? error.message : String(error);
+            log.error(`The STARK language server failed to start: ${reason}`);
+            this.client = undefined;
+            this.serverIsDown(
+                `The STARK language server did not start with ${this.interpreter.command} (${this.interpreter.source}). ` +
+                    'Set stark.interpreter to a Python environment where STARK is installed (`pip install -e .` in the STARK repository).',
+            );
+            await client.dispose().catch(() => undefined);
+            this.installFallbackCommands();
+            return;
+        }
+        statusBar.setServerProblem(undefined);
+        this.crashes = [];
+        await this.syncJobs(client);
+    }
+
+    private async doStop(): Promise<void> {
+        const client = this.client;
+        this.client = undefined;
+        if (client === undefined) {
+            return;
+        }
+        try {
+            await client.stop(10_000);
+        } catch (error) {
+            this.options.log.warn(`Stopping the language server: ${String(error)}`);
+        }
+        await client.dispose().catch(() => undefined);
+    }
+
+    /** Jobs the server already knows (e.g. after a crash-restart), without "finished" pop-ups. */
+    private async syncJobs(client: LanguageClient): Promise<void> {
+        try {
+            const result: unknown = await client.sendRequest(ExecuteCommandRequest.type, { command: 'stark.jobs', arguments: [{}] });
+            const listed: unknown = Array.isArray(result) ? result : (result as { jobs?: unknown } | null)?.jobs;
+            const jobs: unknown[] = Array.isArray(listed) ? (listed as unknown[]) : [];
+            for (const job of jobs) {
+                try {
+                    this.options.model.update(job, false);
+                } catch (error) {
+                    this.options.log.debug(`stark.jobs entry skipped: ${String(error)}`);
+                }
+            }
+        } catch (error) {
+            this.options.log.debug(`stark.jobs failed: ${String(error)}`);
+        }
+    }
+
+    private onServerClosed(): { action: CloseAction; message?: string } {
+        const now = Date.now();
+        this.crashes = [...this.crashes.filter((t) => now - t < CRASH_WINDOW_MS), now];
+        if (this.crashes.length <= MAX_CRASHES) {
+            this.options.log.warn(`The STARK language server exited unexpectedly; restarting it (${this.crashes.length}/${MAX_CRASHES}).`);
+            return { action: CloseAction.Restart, message: undefined };
+        }
+        const message = `The STARK language server crashed ${this.crashes.length} times in 3 minutes and stays stopped. See the log, then run "STARK: Restart server".`;
+        this.serverIsDown(message);
+        this.client = undefined;
+        return { action: CloseAction.DoNotRestart, message };
+    }
+
+    private async showServerMessage(params: ShowMessageParams): Promise<void> {
+        switch (params.type) {
+            case MessageType.Error: {
+                const choice = await vscode.window.showErrorMessage(params.message, 'Show log');
+                if (choice !== undefined) {
+                    this.options.log.show(true);
+                }
+                return;
+            }
+            case MessageType.Warning:
+                void vscode.window.showWarningMessage(params.message);
+                return;
+            case MessageType.Info:
+                void vscode.window.showInformationMessage(params.message);
+                return;
+            default:
+                this.options.log.info(params.message);
+        }
+    }
+
+    /** Tell the user once, in words that say what to do, and mark the status bar. */
+    private serverIsDown(message: string): void {
+        this.options.statusBar.setServerProblem(message);
+        void vscode.window.showErrorMessage(message, 'Show log', 'Open settings').then((choice) => {
+            if (choice === 'Show log') {
+                this.options.log.show(true);
+            } else if (choice === 'Open settings') {
+                void vscode.commands.executeCommand('workbench.action.openSettings', 'stark.interpreter');
+            }
+        });
+    }
+
+    /**
+     * While no server runs, its command ids are not registered and a menu click would fail with
+     * "command not found"; stand-ins explain the problem and offer the log and a restart. They
+     * are removed before the next start, because the client registers the real ones.
+     */
+    private installFallbackCommands(): void {
+        if (this.disposed) {
+            return;
+        }
+        this.disposeFallbackCommands();
+        for (const id of SERVER_COMMANDS) {
+            try {
+                this.fallbackCommands.push(
+                    vscode.commands.registerCommand(id, async () => {
+                        const choice = await vscode.window.showErrorMessage(
+                            'STARK: the language server is not running, so this command is unavailable.',
+                            'Restart server',
+                            'Show log',
+                        );
+                        if (choice === 'Restart server') {
+                            await this.restart('requested by the user', false);
+                        } else if (choice === 'Show log') {
+                            this.options.log.show(true);
+                        }
+                    }),
+                );
+            } catch {
+                // still registered by a client that is shutting down: nothing to stand in for
+            }
+        }
+    }
+
+    private disposeFallbackCommands(): void {
+        for (const d of this.fallbackCommands) {
+            d.dispose();
+        }
+        this.fallbackCommands = [];
+    }
+
+    private onConfigurationChanged(event: vscode.ConfigurationChangeEvent): void {
+        if (RESTART_SETTINGS.some((key) => event.affectsConfiguration(`stark.${key}`))) {
+            void this.restart('the interpreter setting changed', true);
+            return;
+        }
+        if (!SERVER_SETTINGS.some((key) => event.affectsConfiguration(`stark.${key}`))) {
+            return; // e.g. stark.trace.server, which the language client applies itself
+        }
+        if (this.client === undefined) {
+            void this.restart('the settings changed while the server was down', false);
+            return;
+        }
+        const client = this.languageClient;
+        if (client !== undefined) {
+            const folder = firstWorkspaceFolder();
+            const settings = serverSettings((key) => vscode.workspace.getConfiguration('stark', folder).get(key), isTrusted());
+            void client.sendNotification(DidChangeConfigurationNotification.type, { settings: { stark: settings } }).catch((error: unknown) => {
+                this.options.log.warn(`Could not send the new settings: ${String(error)}`);
+            });
+        }
+    }
+
+    private async watchPythonEnvironment(): Promise<void> {
+        const api = await pythonApi(this.options.log);
+        if (api === undefined || this.disposed) {
+            return;
+        }
+        this.disposables.push(
+            api.environments.onDidChangeActiveEnvironmentPath(() => {
+                const setting = vscode.workspace.getConfiguration('stark', firstWorkspaceFolder()).get<string>('interpreter', '').trim();
+                if (setting === '') {
+                    void this.restart('the Python environment changed', true);
+                }
+            }),
+        );
+    }
+
+    async dispose(): Promise<void> {
+        this.disposed = true;
+        this.disposeFallbackCommands();
+        for (const d of this.disposables) {
+            d.dispose();
+        }
+        await this.doStop();
+    }
+}

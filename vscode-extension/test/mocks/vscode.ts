@@ -1,0 +1,152 @@
+/**
+ * The smallest stand-in for the `vscode` module that the unit-tested files need. It records
+ * what the code under test asks of the editor (registered commands, messages shown) so tests
+ * can assert on it. Loaded in place of `vscode` by register.ts.
+ */
+import * as path from 'node:path';
+
+export enum TreeItemCollapsibleState {
+    None = 0,
+    Collapsed = 1,
+    Expanded = 2,
+}
+
+export class ThemeColor {
+    constructor(public readonly id: string) {}
+}
+
+export class ThemeIcon {
+    constructor(
+        public readonly id: string,
+        public readonly color?: ThemeColor,
+    ) {}
+}
+
+export class MarkdownString {
+    value = '';
+    constructor(value?: string, public supportThemeIcons = false) {
+        this.value = value ?? '';
+    }
+    appendMarkdown(text: string): this {
+        this.value += text;
+        return this;
+    }
+    appendText(text: string): this {
+        this.value += text;
+        return this;
+    }
+    appendCodeblock(code: string, language = ''): this {
+        this.value += `\n\`\`\`${language}\n${code}\n\`\`\`\n`;
+        return this;
+    }
+}
+
+export interface Command {
+    command: string;
+    title: string;
+    arguments?: unknown[];
+}
+
+export class TreeItem {
+    id?: string;
+    description?: string;
+    tooltip?: string | MarkdownString;
+    iconPath?: ThemeIcon;
+    contextValue?: string;
+    command?: Command;
+    constructor(
+        public label: string,
+        public collapsibleState: TreeItemCollapsibleState = TreeItemCollapsibleState.None,
+    ) {}
+}
+
+export class EventEmitter<T> {
+    private listeners: ((value: T) => void)[] = [];
+    readonly event = (listener: (value: T) => void) => {
+        this.listeners.push(listener);
+        return { dispose: () => (this.listeners = this.listeners.filter((l) => l !== listener)) };
+    };
+    fire(value: T): void {
+        for (const listener of this.listeners) {
+            listener(value);
+        }
+    }
+    dispose(): void {
+        this.listeners = [];
+    }
+}
+
+export class Uri {
+    private constructor(
+        public readonly scheme: string,
+        public readonly path: string,
+        public readonly query: string,
+    ) {}
+    static parse(value: string): Uri {
+        const match = /^([a-z][\w+.-]*):(?:\/\/[^/]*)?([^?#]*)(?:\?([^#]*))?/i.exec(value);
+        if (match === null) {
+            throw new Error(`mock Uri.parse: not a URI: ${value}`);
+        }
+        return new Uri(match[1]!, decodeURIComponent(match[2]!), match[3] ?? '');
+    }
+    static file(fsPath: string): Uri {
+        return new Uri('file', path.resolve(fsPath), '');
+    }
+    static from(parts: { scheme: string; path?: string; query?: string }): Uri {
+        return new Uri(parts.scheme, parts.path ?? '', parts.query ?? '');
+    }
+    get fsPath(): string {
+        return this.path;
+    }
+    toString(): string {
+        const authority = this.scheme === 'file' ? '//' : '';
+        return `${this.scheme}:${authority}${encodeURI(this.path)}${this.query ? `?${this.query}` : ''}`;
+    }
+}
+
+/** What the code under test did through the mock, for assertions. */
+export const recorded = {
+    commands: new Map<string, (...args: unknown[]) => unknown>(),
+    messages: [] as { level: string; text: string }[],
+    executed: [] as { command: string; args: unknown[] }[],
+    reset(): void {
+        this.commands.clear();
+        this.messages = [];
+        this.executed = [];
+        window.activeTextEditor = undefined;
+        workspace.isTrusted = true;
+    },
+};
+
+function message(level: string) {
+    return (text: string): Promise<undefined> => {
+        recorded.messages.push({ level, text });
+        return Promise.resolve(undefined);
+    };
+}
+
+export const window = {
+    activeTextEditor: undefined as { document: { uri: Uri } } | undefined,
+    showInformationMessage: message('info'),
+    showWarningMessage: message('warning'),
+    showErrorMessage: message('error'),
+    showQuickPick: (): Promise<undefined> => Promise.resolve(undefined),
+};
+
+export const workspace = {
+    isTrusted: true,
+};
+
+export const commands = {
+    registerCommand(id: string, handler: (...args: unknown[]) => unknown): { dispose(): void } {
+        if (recorded.commands.has(id)) {
+            throw new Error(`command '${id}' already exists`);
+        }
+        recorded.commands.set(id, handler);
+        return { dispose: () => recorded.commands.delete(id) };
+    },
+    executeCommand(command: string, ...args: unknown[]): Promise<undefined> {
+        recorded.executed.push({ command, args });
+        return Promise.resolve(undefined);
+    },
+};
