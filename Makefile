@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-editor demo test lint bench-harness clean
+.PHONY: setup setup-editor demo test test-extension clean
 
 setup:
 	@scripts/setup.sh
@@ -16,6 +16,12 @@ demo: setup
 test: setup-editor
 	$(BIN)/ruff check engine stark_lsp tests benchmarks examples
 	$(BIN)/python -m pytest -q -ra
+	$(MAKE) test-extension
+
+# The VS Code extension: compile, lint, unit + smoke tests (real Python server), package.
+test-extension: setup-editor
+	cd vscode-extension && npm run compile && npm run lint \
+	  && STARK_PYTHON=$(CURDIR)/$(BIN)/python npm test && npm run package
 
 clean:
 	rm -rf $(VENV) build *.egg-info

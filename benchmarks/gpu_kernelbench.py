@@ -204,6 +204,7 @@ def run_batch(
         "--json",
     ]
     env = dict(os.environ)
+    env.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")  # see Suite.bench in gpu_suite.py
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo_root), env.get("PYTHONPATH")]))
     start = time.monotonic()
     try:

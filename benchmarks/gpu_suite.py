@@ -3,8 +3,10 @@
 On a machine with an NVIDIA GPU (see docs/gpu.md):
 
     python benchmarks/gpu_suite.py --json gpu.json                # core sections
-    python benchmarks/gpu_suite.py --sections kernelbench --kernelbench SNAPSHOT --json kb.json
-    python benchmarks/gpu_suite.py --report gpu.json kb.json      # one table from both runs
+    python benchmarks/gpu_suite.py --copy-only --kernelbench SNAPSHOT   # KernelBench -> .kb/
+    python benchmarks/gpu_suite.py --sections env,kernelbench --kb-parts batch --json kb1.json
+    python benchmarks/gpu_suite.py --sections env,kernelbench --kb-parts compile --json kb2.json
+    python benchmarks/gpu_suite.py --report gpu.json kb1.json kb2.json  # one table
 
 Sections (each row says ok, MISS for a missed performance target, FAIL for a wrong
 verdict, or why it was skipped):
@@ -59,6 +61,7 @@ SECTIONS = ("env", "cuda", "triton", "faults", "defences", "dobench", "spread", 
 DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s != "kernelbench")
 SECTION_RESERVE_S = 45.0  # do not start a section with less of --budget-s left
 COMPILE_BASELINE_RESERVE_S = 60.0
+FIXED_TIMING_TRIALS = 300
 DOBENCH_TARGET = 0.05
 SPREAD_TARGET = 0.02
 
@@ -82,7 +85,7 @@ class Row:
 
     section: str
     check: str
-    status: str  # ok | MISS | FAIL | skipped: why
+    status: str  # ok | info | MISS | FAIL | skipped: why
     value: str = ""
     target: str = ""
     note: str = ""
@@ -96,6 +99,7 @@ class SizedKernel:
     template: str
     size: dict[str, int]
     dry_size: dict[str, int]
+    informational: bool = False  # reported, not held to the target
 
     def source(self, dry_run: bool) -> str:
         return self.template.format(**(self.dry_size if dry_run else self.size))
@@ -154,11 +158,16 @@ def get_init_inputs():
 """
 
 SIZED_KERNELS = (
-    SizedKernel("softmax 2048x2048 (small)", _SOFTMAX, {"rows": 2048, "cols": 2048},
+    SizedKernel("softmax 4096x8192 (small, ~0.1 ms)", _SOFTMAX, {"rows": 4096, "cols": 8192},
                 {"rows": 64, "cols": 64}),
-    SizedKernel("elementwise chain 8192x4096 (medium)", _CHAIN, {"rows": 8192, "cols": 4096},
+    SizedKernel("elementwise chain 8192x8192 (medium)", _CHAIN, {"rows": 8192, "cols": 8192},
                 {"rows": 64, "cols": 64}),
-    SizedKernel("fp32 matmul 4096^3 (large)", _MATMUL, {"n": 4096}, {"n": 64}),
+    SizedKernel("fp32 matmul 6144^3 (large, ~10 ms)", _MATMUL, {"n": 6144}, {"n": 64}),
+    # Launch-bound: our timer synchronises after the L2 flush and then records the start
+    # event (KernelBench's method), so the CPU's dispatch latency is inside the interval;
+    # do_bench queues its call behind its own flush, so it is not. Shown, not judged.
+    SizedKernel("softmax 1024x1024 (launch-bound, info)", _SOFTMAX,
+                {"rows": 1024, "cols": 1024}, {"rows": 64, "cols": 64}, informational=True),
 )  # fmt: skip
 
 IDENTITY_CANDIDATE_SUFFIX = "\n\nclass ModelNew(Model):\n    pass\n"
@@ -223,9 +232,18 @@ class Suite:
             # Workers inherit the fork server's environment: a fresh Triton cache makes the
             # first Triton evaluation a real cold compile.
             os.environ.setdefault("TRITON_CACHE_DIR", str(self.work / "triton-cache"))
+            # Inductor's compile pool can start its threads inside the first forward(), and
+            # the benchmarker rejects threads left running; compile in-line (docs/gpu.md).
+            os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
             self._bench = Benchmarker(cache_dir=self.cache_dir, work_root=self.work / "evals")
             self._bench.warm_up()
         return self._bench
+
+    @property
+    def fixed_trials(self) -> int:
+        """Timed calls per side where a figure is compared (do_bench, spread): a fixed,
+        generous count, so the medians compared are not cut short by the adaptive stop."""
+        return 100 if self.args.quick else FIXED_TIMING_TRIALS
 
     def seconds_left(self) -> float:
         """Of --budget-s (inf without it): long steps check it so a device call ends in time."""
@@ -434,7 +452,8 @@ class Suite:
         ours: dict[str, EvalResult] = {}
         for kernel in SIZED_KERNELS:
             ref = kernel.source(dry_run=False)
-            ours[kernel.label] = self.evaluate(ref, identity_candidate(ref))
+            ours[kernel.label] = self.evaluate(ref, identity_candidate(ref),
+                                               timing_trials=self.fixed_trials)  # fmt: skip
         self.data["dobench"] = {}
         for kernel in SIZED_KERNELS:
             result = ours[kernel.label]
@@ -446,9 +465,11 @@ class Suite:
                 continue
             diff = abs(result.ref_ms.median / theirs - 1.0)
             entry["relative_difference"] = diff
-            self.add("dobench", kernel.label, "ok" if diff <= DOBENCH_TARGET else "MISS",
+            status = "ok" if diff <= DOBENCH_TARGET else "MISS"
+            self.add("dobench", kernel.label, "info" if kernel.informational else status,
                      f"ours {result.ref_ms.median:.4f} ms vs do_bench {theirs:.4f} ms",
-                     target=f"<= {DOBENCH_TARGET:.0%}", note=f"diff {diff:.1%}")  # fmt: skip
+                     target="-" if kernel.informational else f"<= {DOBENCH_TARGET:.0%}",
+                     note=f"diff {diff:.1%}; ours n={result.ref_ms.n}")  # fmt: skip
         return None
 
     def section_spread(self) -> None:
@@ -457,7 +478,7 @@ class Suite:
         if not self.cuda:
             return self.skip_all("spread", [check], NO_CUDA)
         ref, cand = CHAIN_REFERENCE.read_text(), CHAIN_CUDA.read_text()
-        results = [self.evaluate(ref, cand) for _ in range(runs)]
+        results = [self.evaluate(ref, cand, timing_trials=self.fixed_trials) for _ in range(runs)]
         self.data["spread"] = [r.to_dict() for r in results]
         if not all(r.correct and r.new_ms and r.ref_ms for r in results):
             return self.add("spread", check, "FAIL", "an evaluation failed")
@@ -548,8 +569,10 @@ class Suite:
             row.eager_ms = result.ref_ms.median if result.ref_ms else None
             row.compile_ms = result.new_ms.median if result.new_ms else None
             if not result.correct:
-                print(f"[gpu-suite] torch.compile baseline of {path.name}: {verdict_text(result)}",
-                      file=sys.stderr)  # fmt: skip
+                row.error = "; ".join(filter(None, [row.error, "torch.compile baseline "
+                                                    + verdict_text(result)]))  # fmt: skip
+                if "torch_patched" in result.flags:
+                    row.error += " (the fork server must import torch._dynamo; docs/gpu.md)"
 
 
 def kernelbench_rows(suite: Suite, table: dict[str, kb.TaskRow]) -> None:
@@ -629,13 +652,13 @@ def _arch_check(libraries: dict[str, float]) -> tuple[str, str, str, str]:
     """(status, value, target, note): is there machine code for this device's sm_XY?"""
     import torch
 
+    if not libraries:
+        return "FAIL", "no built library", "", ""
     major, minor = torch.cuda.get_device_capability()
     wanted = f"sm_{major}{minor}"
     tool = shutil.which("cuobjdump") or (
         "/usr/local/cuda/bin/cuobjdump" if os.path.exists("/usr/local/cuda/bin/cuobjdump") else None
     )
-    if not libraries:
-        return "FAIL", "no built library", wanted, ""
     if tool is None:
         return "skipped: no cuobjdump", "", wanted, ""
     archs: set[str] = set()
@@ -690,7 +713,9 @@ def print_table(rows: list[Row], env: dict[str, Any]) -> None:
     for column in ("section", "check", "status", "value", "target", "note"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        style = {"ok": "green", "MISS": "yellow", "FAIL": "bold red"}.get(row.status, "dim")
+        style = {"ok": "green", "info": "cyan", "MISS": "yellow", "FAIL": "bold red"}.get(
+            row.status, "dim"
+        )
         table.add_row(row.section, row.check, f"[{style}]{row.status}[/]", row.value, row.target,
                       row.note)  # fmt: skip
     Console(width=200, force_terminal=False, soft_wrap=False).print(table)

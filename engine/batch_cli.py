@@ -36,7 +36,14 @@ from engine.reference import (
     self_check,
     self_check_config,
 )
-from engine.taskdir import Redactor, TaskDir, atomic_write_text, safe_name, timestamp
+from engine.taskdir import (
+    Redactor,
+    TaskDir,
+    atomic_write_text,
+    safe_name,
+    timestamp,
+    unique_dir,
+)
 
 
 def register(subparsers: Any) -> None:
@@ -53,11 +60,7 @@ def register(subparsers: Any) -> None:
 
 
 def _run_dir(out: Path) -> Path:
-    base = out.resolve() / f"batch-{timestamp()}"
-    root, n = base, 1
-    while root.exists():
-        n += 1
-        root = base.with_name(f"{base.name}-{n}")
+    root = unique_dir(out.resolve() / f"batch-{timestamp()}")
     root.mkdir(parents=True)
     return root
 

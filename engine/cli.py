@@ -25,8 +25,15 @@ class UsageError(Exception):
     """Bad input from the user: printed as one line, exit status 2."""
 
 
+class _OneLineErrorParser(argparse.ArgumentParser):
+    """argparse prints usage + error; a CLI used from editors wants one line."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="stark", description="STARK kernel optimizer")
+    parser = _OneLineErrorParser(prog="stark", description="STARK kernel optimizer")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, module_name in COMMANDS.items():
         try:
@@ -53,4 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the package's copy of main, so its UsageError is the one sub-commands raise.
+    from engine.cli import main as _package_main
+
+    sys.exit(_package_main())

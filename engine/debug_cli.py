@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.bench import Benchmarker, EvalConfig
     from engine.optimize_cli import make_agent_setup
     from engine.parsing import ParseError, parse_code_reply
-    from engine.search import analyze_failure
+    from engine.search import analyze_failure, repair_request
     from engine.tree import StarkNode
 
     if args.timeout is not None and args.timeout <= 0:
@@ -68,6 +67,16 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--timing-budget must be positive, not {args.timing_budget}")
         eval_kwargs["timing_budget_s"] = args.timing_budget
     config = EvalConfig(**eval_kwargs)
+    # Settings errors are usage errors, found before any benchmarking; an unreachable endpoint
+    # surfaces as the agent's error in the JSON report (no preflight: the agent may not be needed).
+    setup = make_agent_setup(
+        args.agent,
+        args.seed,
+        model=args.model,
+        base_url=args.base_url,
+        llm_timeout=args.llm_timeout,
+        preflight=False,
+    )
     report: dict[str, Any] = {"original": None, "fixed_code": None, "fixed": None, "error": None}
     with Benchmarker() as benchmarker:
         original = benchmarker.evaluate(reference, kernel, config)
@@ -75,13 +84,6 @@ def run(args: argparse.Namespace) -> int:
         if original.stage == "harness":
             report["error"] = f"benchmarker failed: {original.error}"
         elif not original.runnable:
-            setup = make_agent_setup(
-                args.agent,
-                args.seed,
-                model=args.model,
-                base_url=args.base_url,
-                llm_timeout=args.llm_timeout,
-            )
             node = StarkNode(node_id=0, parent_id=None, code=kernel, phase="debug")
             node.metrics = original
             node.logs = original.log
@@ -111,15 +113,7 @@ def run(args: argparse.Namespace) -> int:
                 try:
                     fixed_code = parse_code_reply(reply.text).code
                 except ParseError as exc:
-                    repair = replace(
-                        request,
-                        role=Role.REPAIR,
-                        prompt=prompts.build_repair_prompt(
-                            request.prompt, reply.text, str(exc), plan=False
-                        ),
-                        previous_reply=reply.text,
-                        parse_error=str(exc),
-                    )
+                    repair = repair_request(request, reply.text, exc)
                     fixed_code = parse_code_reply(setup.agent.complete(repair).text).code
             except (AgentError, ParseError) as exc:
                 report["error"] = f"debug agent: {exc}"

@@ -29,7 +29,7 @@ from engine.events import (
     TaskStarted,
 )
 from engine.reference import ReferenceError_, check_reference_source, read_reference
-from engine.taskdir import Redactor, TaskDir, safe_name, timestamp
+from engine.taskdir import Redactor, TaskDir, safe_name, timestamp, unique_dir
 
 DEFAULT_OUT = "stark_runs"
 
@@ -61,6 +61,12 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
         help="benchmark time limit per phase (compile, run) in seconds",
     )
     parser.add_argument("--llm-timeout", type=float, default=None, help="per LLM call, seconds")
+    parser.add_argument(
+        "--context-budget",
+        type=int,
+        default=24_000,
+        help="characters of search history per prompt (the node's own code is never cut)",
+    )
     parser.add_argument(
         "--timing-budget",
         type=float,
@@ -182,12 +188,7 @@ def role_overrides_from_public(public: dict[str, Any]) -> dict[str, Any]:
 
 
 def new_task_root(out: Path, stem: str) -> Path:
-    base = out.resolve() / f"{safe_name(stem)}-{timestamp()}"
-    root, n = base, 1
-    while root.exists():
-        n += 1
-        root = base.with_name(f"{base.name}-{n}")
-    return root
+    return unique_dir(out.resolve() / f"{safe_name(stem)}-{timestamp()}")
 
 
 def build_sinks(args: argparse.Namespace, extra: list[Callable[[Event], None]]) -> EventFanout:
@@ -339,6 +340,7 @@ def search_config_from_args(args: argparse.Namespace) -> Any:
             root_limit=args.root_limit,
             leader_topk=args.leader_topk,
             n_child=args.n_child,
+            context_budget=args.context_budget,
             eval_config=EvalConfig(**eval_kwargs),
         )
     except ValueError as exc:
@@ -356,7 +358,7 @@ def _self_check(benchmarker: Any, source: str, name: str, args: argparse.Namespa
 
 def _run_search(search: Any, args: argparse.Namespace) -> int:
     progress = RichProgress() if wants_progress(args) else None
-    search._sink = build_sinks(args, [progress] if progress else [])
+    search.events = build_sinks(args, [progress] if progress else [])
     try:
         summary = search.run()
     except Exception as exc:  # noqa: BLE001 - one line for the user, details in search.log

@@ -78,8 +78,8 @@ def self_check(benchmarker: Any, source: str, name: str, config: EvalConfig) -> 
     if result.stage == "harness":
         raise ReferenceError_(f"cannot check reference {name}: benchmarker failed: {result.error}")
     if not result.runnable:
+        reason = (result.error or "incorrect output").strip().splitlines()[0]
         raise ReferenceError_(
-            f"reference {name} fails on its own inputs ({result.stage or 'error'}): "
-            f"{(result.error or 'incorrect output').splitlines()[0] if result.error else 'incorrect output'}"
+            f"reference {name} fails on its own inputs ({result.stage or 'error'}): {reason}"
         )
     return result

@@ -177,7 +177,9 @@ def _action(name: str) -> Any:
 
 
 class StarkSearch:
-    """One task's search. Build it with `start()` or `resume()`, then call `run()`."""
+    """One task's search: construct it for a new task (or use `resume()`), then `run()`.
+
+    `events` is the EventSink every event goes to; it may be replaced before `run()`."""
 
     def __init__(
         self,
@@ -202,7 +204,7 @@ class StarkSearch:
         self.agent_public = agent_public
         self.config = config
         self.benchmarker = benchmarker
-        self._sink = events
+        self.events = events
         self.device = device
         self.target = prompts.detect_target(device)
         self.tree = config.make_tree()
@@ -260,8 +262,8 @@ class StarkSearch:
     # --- events and bookkeeping -------------------------------------------------------------
 
     def emit(self, event: Event) -> None:
-        if self._sink is not None:
-            self._sink(event)
+        if self.events is not None:
+            self.events(event)
 
     @property
     def model_label(self) -> str:
@@ -535,7 +537,12 @@ class StarkSearch:
                 UsageRow(round_, role_label, model, None, None, latency, None, False, error)
             )
             self.trace.insert_designer_or_coder_record(
-                f"(the call failed: {error})", request.prompt, "", _action(action), round=round_
+                f"(the call failed: {error})",
+                request.prompt,
+                "",
+                _action(action),
+                round=round_,
+                node_id=self.tree.new_id(),
             )
             self.emit(
                 LLMCallFinished(
@@ -565,7 +572,12 @@ class StarkSearch:
             )
         )
         self.trace.insert_designer_or_coder_record(
-            reply.text, request.prompt, reply.reasoning, _action(action), round=round_
+            reply.text,
+            request.prompt,
+            reply.reasoning,
+            _action(action),
+            round=round_,
+            node_id=self.tree.new_id(),
         )
         self.emit(
             LLMCallFinished(
@@ -581,19 +593,6 @@ class StarkSearch:
         )
         return reply
 
-    def _repair_request(
-        self, request: AgentRequest, reply: AgentReply, error: ParseError
-    ) -> AgentRequest:
-        return replace(
-            request,
-            role=Role.REPAIR,
-            prompt=prompts.build_repair_prompt(
-                request.prompt, reply.text, str(error), plan=request.role is Role.PLAN
-            ),
-            previous_reply=reply.text,
-            parse_error=str(error),
-        )
-
     def _ask_plan(
         self, request: AgentRequest, round_: int, parent_code: str
     ) -> tuple[PlanReply | None, str]:
@@ -601,16 +600,21 @@ class StarkSearch:
         try:
             plan = parse_plan_reply(reply.text, parent_code)
         except ParseError as exc:
-            self._check("CheckDesigner", reply.text, ok=False, error=str(exc), repair=True)
-            repair = self._repair_request(request, reply, exc)
+            self._check("CheckDesigner", reply.text, round_, ok=False, error=str(exc), repair=True)
+            repair = repair_request(request, reply.text, exc)
             reply = self._call(repair, round_, "plan_repair", "FIX_DESIGNER")
             try:
                 plan = parse_plan_reply(reply.text, parent_code)
             except ParseError as exc2:
-                self._check("CheckDesigner", reply.text, ok=False, error=str(exc2))
+                self._check("CheckDesigner", reply.text, round_, ok=False, error=str(exc2))
                 return None, f"malformed plan reply after one repair attempt: {exc2}"
         self._check(
-            "CheckDesigner", reply.text, ok=True, warnings=plan.warnings, title=plan.plan["title"]
+            "CheckDesigner",
+            reply.text,
+            round_,
+            ok=True,
+            warnings=plan.warnings,
+            title=plan.plan["title"],
         )
         return plan, ""
 
@@ -622,26 +626,34 @@ class StarkSearch:
         try:
             code = parse_code_reply(reply.text)
         except ParseError as exc:
-            self._check("CheckCoder", reply.text, ok=False, error=str(exc), repair=True)
-            repair = self._repair_request(request, reply, exc)
+            self._check("CheckCoder", reply.text, round_, ok=False, error=str(exc), repair=True)
+            repair = repair_request(request, reply.text, exc)
             reply = self._call(repair, round_, f"{role_label}_repair", "FIX_CODER")
             try:
                 code = parse_code_reply(reply.text)
             except ParseError as exc2:
-                self._check("CheckCoder", reply.text, ok=False, error=str(exc2))
+                self._check("CheckCoder", reply.text, round_, ok=False, error=str(exc2))
                 return None, f"malformed {role_label} reply after one repair attempt: {exc2}"
         self._check(
             "CheckCoder",
             reply.text,
+            round_,
             ok=True,
             warnings=code.warnings,
             static_flags=static_checks.scan(code.code),
         )
         return code, ""
 
-    def _check(self, kind: str, reply_text: str, *, ok: bool, **facts: Any) -> None:
+    def _check(self, kind: str, reply_text: str, round_: int, *, ok: bool, **facts: Any) -> None:
+        """A CheckDesigner/CheckCoder record: what the search concluded about a reply."""
         verdict = {"ok": ok, **facts}
-        self.trace.insert_conductor_record(kind, reply_text, json.dumps(verdict, indent=2))
+        self.trace.insert_conductor_record(
+            kind,
+            reply_text,
+            json.dumps(verdict, indent=2),
+            node_id=self.tree.new_id(),
+            round=round_,
+        )
 
     # --- benchmarking and commit ------------------------------------------------------------
 
@@ -808,6 +820,20 @@ class StarkSearch:
         self.task.save_state(self.state())
         self.emit(TaskFinished(task_id=self.task.task_id, summary=summary))
         return summary
+
+
+def repair_request(request: AgentRequest, reply_text: str, error: ParseError) -> AgentRequest:
+    """The one retry after a malformed reply: same structured fields (so an agent knows which
+    role it repairs), a prompt that quotes the parse error, the original request and reply."""
+    return replace(
+        request,
+        role=Role.REPAIR,
+        prompt=prompts.build_repair_prompt(
+            request.prompt, reply_text, str(error), plan=request.role is Role.PLAN
+        ),
+        previous_reply=reply_text,
+        parse_error=str(error),
+    )
 
 
 def _sum_cost(usage: list[dict[str, str]]) -> float | None:

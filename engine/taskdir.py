@@ -253,5 +253,14 @@ def find_task_id(root: Path) -> str:
     return refs[0].stem[len("ref_") :]
 
 
+def unique_dir(base: Path) -> Path:
+    """`base`, or `base-2`, `base-3`, ... if it exists (two runs started in one second)."""
+    root, n = base, 1
+    while root.exists():
+        n += 1
+        root = base.with_name(f"{base.name}-{n}")
+    return root
+
+
 def timestamp() -> str:
     return datetime.now().strftime("%Y%m%d-%H%M%S")

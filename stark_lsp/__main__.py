@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
 
 
@@ -32,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     # pygls logs every message body at INFO; keep request bodies out of logs unless asked.
     logging.getLogger("pygls").setLevel(max(logging.WARNING, getattr(logging, args.log_level)))
 
+    from stark_lsp import config
     from stark_lsp.server import UserError, create_server
 
     def not_a_user_error(record: logging.LogRecord) -> bool:
@@ -42,6 +45,23 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("pygls.protocol.json_rpc").addFilter(not_a_user_error)
 
     server = create_server()
+
+    def secrets() -> list[str]:
+        values = [server.settings.api_key or ""]
+        values += [os.environ.get(name, "") for name in ("STARK_API_KEY", "OPENAI_API_KEY")]
+        return [v for v in values if v]
+
+    secret_filter = config.SecretFilter(secrets)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(secret_filter)
+
+    def on_sigterm(signum: int, _frame: object) -> None:
+        """Editors stop servers with SIGTERM; jobs live in their own sessions, so end them.
+        Then leave at once: a normal exit would wait for the thread blocked reading stdin."""
+        server.jobs.kill_all_now()
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         if args.tcp:
             server.start_tcp(*args.tcp)

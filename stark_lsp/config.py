@@ -4,7 +4,10 @@ log and event; it only reaches the engine subprocess's environment."""
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -172,3 +175,36 @@ def merge(settings: Settings, data: Any) -> tuple[Settings, list[str]]:
         except SettingsError as exc:
             problems.append(str(exc))
     return replace(settings, **changes), problems
+
+
+_KEY_FIELD = re.compile(
+    r"""((?:api_?key|apiKey|authorization)['"]?\s*[:=]\s*['"]?(?:Bearer\s+)?)[^'",}\s]+""", re.I
+)
+
+
+class SecretFilter(logging.Filter):
+    """Last line of defence: no log record leaves with an API key in it, whether
+    the key is named in a field or appears verbatim (from settings or the env)."""
+
+    def __init__(self, secrets: Callable[[], list[str]]) -> None:
+        super().__init__()
+        self._secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = _KEY_FIELD.sub(r"\1<redacted>", message)
+        for secret in self._secrets():
+            if secret and len(secret) >= 6:
+                cleaned = cleaned.replace(secret, "<redacted>")
+        if record.exc_info:
+            import traceback
+
+            text = "".join(traceback.format_exception(*record.exc_info))
+            for secret in self._secrets():
+                if secret and len(secret) >= 6 and secret in text:
+                    record.exc_info = None
+                    cleaned += " (traceback withheld: it contained a secret)"
+                    break
+        if cleaned != message or record.args:
+            record.msg, record.args = cleaned, None
+        return True

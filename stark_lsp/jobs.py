@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 STDERR_TAIL_LINES = 200
 STREAM_LIMIT = 32 * 1024 * 1024  # one event line may carry a long log tail
+READ_GRACE_S = 5.0
 
 
 class JobKind(StrEnum):
@@ -151,8 +152,14 @@ def apply_event(job: Job, event: Event) -> None:
         job.rounds = event.rounds or job.rounds
     elif isinstance(event, NodeBenchmarked):
         job.nodes[event.node.id] = event.node
+        # `result: {}` means the node never reached the benchmarker (docs/events.md)
+        result = (
+            EvalResult.from_dict(event.result)
+            if event.result
+            else EvalResult(error=event.node.error or "not benchmarked", stage="agent")
+        )
         job.results[event.node.id] = NodeResult(
-            result=EvalResult.from_dict(event.result),
+            result=result,
             code_path=job.resolve(event.node.code_path),
             trace_files=[p for p in (job.resolve(t) for t in event.trace_files) if p],
         )
@@ -374,24 +381,30 @@ class JobManager:
         stderr_task = asyncio.ensure_future(self._drain_stderr(job, process.stderr))
         if job.cancel_requested:  # cancelled while starting
             await procs.stop_tree(process)
-        stdout_text = ""
         if job.kind is JobKind.OPTIMIZE:
-            await self._read_events(job, process.stdout)
+            reader = asyncio.ensure_future(self._read_events(job, process.stdout))
         else:
-            stdout_text = (await process.stdout.read()).decode("utf-8", errors="replace")
+            reader = asyncio.ensure_future(process.stdout.read())
         returncode = await process.wait()
+        # A stray grandchild could keep the pipes open: drain briefly, never hang on them.
+        stdout_bytes = b""
+        try:
+            stdout_bytes = await asyncio.wait_for(reader, READ_GRACE_S) or b""
+        except TimeoutError:
+            log.warning("job %s: output pipe still open after the engine exited", job.id)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(stderr_task, 5)
+            await asyncio.wait_for(stderr_task, READ_GRACE_S)
+        stdout_text = stdout_bytes.decode("utf-8", errors="replace") if stdout_bytes else ""
         self._conclude(job, returncode, stdout_text)
 
-    async def _read_events(self, job: Job, stream: asyncio.StreamReader) -> None:
+    async def _read_events(self, job: Job, stream: asyncio.StreamReader) -> bytes:
         while True:
             try:
                 raw = await stream.readline()
             except ValueError:  # a line beyond the limit: skip it, keep reading
                 continue
             if not raw:
-                return
+                return b""
             text = raw.decode("utf-8", errors="replace").strip()
             if not text.startswith("{"):
                 continue  # stray output is not an event

@@ -180,7 +180,7 @@ class StarkLanguageServer(LanguageServer):
 
     # -- engine invocation --------------------------------------------------------------
     def engine_argv(self, *args: str) -> list[str]:
-        base = list(self.settings.engine_command or (sys.executable, "-m", "engine.cli"))
+        base = list(self.settings.engine_command or (sys.executable, "-m", "engine"))
         return [*base, *args]
 
     def engine_env(self) -> dict[str, str]:
@@ -260,7 +260,7 @@ class StarkLanguageServer(LanguageServer):
         if not job.active:
             self._announce(job)
             self.refresh_lenses()
-        elif event is None:
+        elif event is None or type(event).__name__ in ("RoundFinished", "BestImproved"):
             self.refresh_lenses()
 
     def _record_kernel_verdict(self, job: Job) -> None:
@@ -366,7 +366,9 @@ def _trace_links(paths: list[Path]) -> list[RelatedFile]:
         elif name.endswith("profile.txt"):
             label = "profile"
         elif path.parent.name.endswith("_verify"):
-            label = "candidate as verified" if path.stem.endswith("_new") else "reference as verified"
+            label = (
+                "candidate as verified" if path.stem.endswith("_new") else "reference as verified"
+            )
         elif name.endswith("prompt.txt"):
             label = "prompt"
         elif name.endswith("result.txt"):

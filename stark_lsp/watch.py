@@ -21,10 +21,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
-from watchdog.observers import Observer
-
 if TYPE_CHECKING:
+    from watchdog.observers.api import BaseObserver
+
     from stark_lsp.server import StarkLanguageServer
 
 log = logging.getLogger(__name__)
@@ -85,16 +84,24 @@ def expand(roots: list[Path], globs: tuple[str, ...]) -> set[Path]:
     return found
 
 
-class _Handler(FileSystemEventHandler):
-    def __init__(self, manager: WatchManager) -> None:
-        self._manager = manager
+def _handler(manager: WatchManager) -> object:
+    """A watchdog handler that only forwards file paths (watchdog is imported lazily:
+    most sessions never watch anything, and start-up time matters)."""
+    from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.is_directory or event.event_type not in ("created", "modified", "moved", "closed"):
-            return
-        raw = getattr(event, "dest_path", "") or event.src_path
-        path = Path(raw if isinstance(raw, str) else raw.decode())
-        self._manager.from_thread(path)
+    class Handler(FileSystemEventHandler):
+        def on_any_event(self, event: FileSystemEvent) -> None:
+            if event.is_directory or event.event_type not in (
+                "created",
+                "modified",
+                "moved",
+                "closed",
+            ):
+                return
+            raw = getattr(event, "dest_path", "") or event.src_path
+            manager.from_thread(Path(raw if isinstance(raw, str) else raw.decode()))
+
+    return Handler()
 
 
 class WatchManager:
@@ -104,7 +111,7 @@ class WatchManager:
         self._glob_files: set[Path] = set()
         self._globs: tuple[str, ...] = ()
         self._roots: list[Path] = []
-        self._observer: Observer | None = None  # type: ignore[valid-type]
+        self._observer: BaseObserver | None = None
         self._scheduled: dict[Path, object] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timers: dict[Path, asyncio.TimerHandle] = {}
@@ -155,6 +162,8 @@ class WatchManager:
                 self._loop = asyncio.get_running_loop()
             except RuntimeError:
                 self._loop = None
+            from watchdog.observers import Observer
+
             self._observer = Observer()
             self._observer.daemon = True
             self._observer.start()
@@ -166,7 +175,7 @@ class WatchManager:
         for directory in wanted - set(self._scheduled):
             if directory.is_dir():
                 self._scheduled[directory] = self._observer.schedule(
-                    _Handler(self), str(directory), recursive=False
+                    _handler(self), str(directory), recursive=False
                 )
 
     def stop(self) -> None:

@@ -17,8 +17,22 @@ const options = {
     logLevel: 'warning',
 };
 
+/** Lines the VS Code watch task (.vscode/tasks.json) waits for. */
+const watchMarkers = {
+    name: 'watch-markers',
+    setup(build) {
+        build.onStart(() => console.log('[watch] build started'));
+        build.onEnd((result) => {
+            for (const { text, location } of result.errors) {
+                console.error(`✘ [ERROR] ${text}${location ? ` (${location.file}:${location.line})` : ''}`);
+            }
+            console.log('[watch] build finished');
+        });
+    },
+};
+
 if (watch) {
-    const context = await esbuild.context(options);
+    const context = await esbuild.context({ ...options, plugins: [watchMarkers] });
     await context.watch();
 } else {
     await esbuild.build(options);

@@ -26,6 +26,10 @@ export default tseslint.config(
     {
         files: ['**/*.mjs'],
         ...tseslint.configs.disableTypeChecked,
-        languageOptions: { globals: { process: 'readonly', console: 'readonly' } },
+        languageOptions: {
+            ...tseslint.configs.disableTypeChecked.languageOptions,
+            globals: { process: 'readonly', console: 'readonly' },
+        },
+        rules: { ...tseslint.configs.disableTypeChecked.rules, 'no-console': 'off' },
     },
 );

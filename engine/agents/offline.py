@@ -51,7 +51,7 @@ from engine.agents.transforms import (
 )
 
 MODEL_NAME = "stark-offline"
-RISK_WINDOW = 3  # one early round in 1..RISK_WINDOW (by seed) tries a precision variant
+RISK_WINDOW = 2  # one early round in 1..RISK_WINDOW (by seed) tries a precision variant
 REPEAT_PENALTY = 5.0
 FAILURE_PENALTY = 2.5
 NOISE = 0.15  # plan "temperature": spread of the seeded noise added to each score
@@ -211,6 +211,8 @@ class OfflineAgent:
         evidence = _Evidence.from_history(request.history, device, features)
         evidence.tried.add(tuple(parent))
         candidates = _moves(parent, device, features)
+        if all(tuple(c.transforms) in evidence.tried for c in candidates):
+            candidates = _two_step_moves(parent, candidates, device, features)
         if not candidates:
             return _Candidate(parent, [], [], reasons=("nothing left to try",))
         risk_round = 1 + int(hashlib.sha256(str(self.seed).encode()).digest()[0]) % RISK_WINDOW
@@ -259,7 +261,8 @@ class _Evidence:
                 for name in added or names:
                     evidence.failures[name] = evidence.failures.get(name, 0) + 1
             elif item.speedup and item.speedup > 0:
-                gain = math.log(item.speedup)
+                # coarse (half-log steps) so timing noise rarely changes a decision
+                gain = round(2 * math.log(item.speedup)) / 2
                 for name in names:
                     evidence.best_gain[name] = max(evidence.best_gain.get(name, -9.0), gain)
         return evidence
@@ -287,6 +290,24 @@ def _moves(parent: list[str], device: str, features: ReferenceFeatures) -> list[
             seen.add(tuple(new))
             moves.append(_Candidate(new, [], [name]))
     return moves
+
+
+def _two_step_moves(
+    parent: list[str], first: list[_Candidate], device: str, features: ReferenceFeatures
+) -> list[_Candidate]:
+    """When every single change from this node was tried, look two changes ahead."""
+    seen = {tuple(parent)} | {tuple(c.transforms) for c in first}
+    moves: list[_Candidate] = []
+    for step in first:
+        for second in _moves(step.transforms, device, features):
+            key = tuple(second.transforms)
+            if key in seen:
+                continue
+            seen.add(key)
+            added = [t for t in second.transforms if t not in parent]
+            removed = [t for t in parent if t not in second.transforms]
+            moves.append(_Candidate(second.transforms, added, removed))
+    return moves or first
 
 
 def _prior(name: str, features: ReferenceFeatures, device: str) -> float:
@@ -324,7 +345,7 @@ def _score(
         if name in evidence.best_gain:
             score += 0.3 * evidence.best_gain[name]
             reasons.append(
-                f"{name} already helped elsewhere ({math.exp(evidence.best_gain[name]):.2f}x)"
+                f"{name} already helped elsewhere (~{math.exp(evidence.best_gain[name]):.1f}x)"
             )
         if evidence.failures.get(name):
             score -= FAILURE_PENALTY * evidence.failures[name]
@@ -348,8 +369,11 @@ def _score(
     if tuple(cand.transforms) in evidence.tried:
         score -= REPEAT_PENALTY
         reasons.append("already tried")
-    elif not reasons:
-        reasons.append("untried combination with the best expected gain")
+    if cand.added:
+        expected = math.exp(sum(_prior(t, features, device) for t in cand.added))
+        reasons.insert(
+            0, f"untried; expected ~{expected:.1f}x from {', '.join(cand.added)} on {features}"
+        )
     cand.score = score
     cand.reasons = tuple(reasons)
 
@@ -370,14 +394,17 @@ def _profile_hint(profile: list[dict[str, Any]] | None) -> str:
     name = str(top.get("name", "?"))
     percent = top.get("percent")
     share = f" ({float(percent):.0f}% of the time)" if isinstance(percent, int | float) else ""
+    if re.search(r"CompiledFxGraph|Compiled Region|CompiledFunction", name):
+        return f"profile: the compiled graph already takes the time{share}; try another mode"
     pointwise = sum(
         1
         for p in profile
         if re.search(r"mul|add|gelu|sigmoid|clamp|exp|tanh", str(p.get("name", "")))
     )
+    short = name if len(name) <= 40 else name[:37] + "..."
     if pointwise >= 2:
-        return f"profile: {pointwise} separate pointwise kernels, top {name}{share}: fusion target"
-    return f"profile: top op {name}{share}"
+        return f"profile: {pointwise} separate pointwise kernels, top {short}{share}: fuse them"
+    return f"profile: top op {short}{share}"
 
 
 # --- debug diagnosis ----------------------------------------------------------------------

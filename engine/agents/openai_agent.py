@@ -26,6 +26,9 @@ PREFLIGHT_TIMEOUT_S = 20.0
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
 # Optional request fields that some endpoints reject; on a 400 that names one, adapt once.
 OPTIONAL_PARAMS = ("stream_options", "max_tokens", "temperature")
+# Dropped-parameter marker: the endpoint's context is too small for our max_tokens (vLLM
+# rejects prompt + max_tokens > max_model_len); send no limit and let the server cap it.
+NO_TOKEN_LIMIT = "token_limit"
 
 
 @dataclass(slots=True)
@@ -122,15 +125,25 @@ class OpenAIAgent:
             except openai.APIStatusError as exc:
                 if exc.status_code in (401, 403):
                     raise AgentError(self._failure(role, "preflight", _summary(exc), 1)) from None
+                if exc.status_code == 429:  # reachable and the key works: just busy
+                    notes.append(f"{redact_url(url)} is rate-limiting; continuing")
+                    continue
                 listed = None  # listing unsupported here: fall back to a completion
-            except (openai.APIConnectionError, openai.APITimeoutError) as exc:
+            except openai.APIConnectionError as exc:  # includes timeouts
                 raise AgentError(self._failure(role, "preflight", _summary(exc), 1)) from None
+            except Exception:  # noqa: BLE001 - a non-OpenAI listing format: try a completion
+                listed = None
             if listed is not None and role.model in listed:
                 continue
             try:
                 messages = [{"role": "user", "content": "Reply with OK."}]
                 self._attempt(client, role, messages, max_tokens=1, stream=False)
-            except (_Retryable, _Fatal) as exc:
+            except _Retryable as exc:
+                if "HTTP 429" in exc.summary:
+                    notes.append(f"{redact_url(url)} is rate-limiting; continuing")
+                    continue
+                raise AgentError(self._failure(role, "preflight", exc.summary, 1)) from None
+            except _Fatal as exc:
                 raise AgentError(self._failure(role, "preflight", exc.summary, 1)) from None
             if listed is not None:
                 notes.append(f"model {role.model!r} is not listed by {redact_url(url)}")
@@ -200,11 +213,11 @@ class OpenAIAgent:
         """One request (adapting once per rejected optional parameter); classify failures."""
         url = self._base_url(role)
         dropped = self._dropped_params.setdefault(url, set())
-        for _ in range(len(OPTIONAL_PARAMS) + 1):
+        for _ in range(len(OPTIONAL_PARAMS) + 2):
             params: dict[str, Any] = {"model": role.model, "messages": messages}
             if "temperature" not in dropped:
                 params["temperature"] = role.temperature
-            if max_tokens is not None:
+            if max_tokens is not None and NO_TOKEN_LIMIT not in dropped:
                 key = "max_completion_tokens" if "max_tokens" in dropped else "max_tokens"
                 params[key] = max_tokens
             if stream:
@@ -334,6 +347,9 @@ def _rejected_param(
 ) -> str | None:
     """The optional parameter a 400 complains about, if it is one we can do without."""
     text = _summary(exc).lower()
+    limited = "max_tokens" in params or "max_completion_tokens" in params
+    if limited and NO_TOKEN_LIMIT not in dropped and "context length" in text:
+        return NO_TOKEN_LIMIT
     for name in OPTIONAL_PARAMS:
         if name in dropped or name not in params:
             continue

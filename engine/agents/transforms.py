@@ -148,6 +148,19 @@ class ReferenceFeatures:
     pointwise_ops: int  # calls and arithmetic in Model.forward: how much there is to fuse
     has_reduction: bool
 
+    def __str__(self) -> str:
+        kinds = [
+            name
+            for name, present in (
+                ("convolutions", self.has_conv),
+                ("matmuls", self.has_matmul),
+                ("reductions", self.has_reduction),
+            )
+            if present
+        ]
+        kinds.append(f"{self.pointwise_ops} ops in forward")
+        return "a model with " + ", ".join(kinds)
+
 
 _CONV2D = re.compile(r"\b(Conv2d|ConvTranspose2d|conv2d|conv_transpose2d)\b")
 _CONV = re.compile(r"\b(Conv[123]d|ConvTranspose[123]d|conv[123]d|conv_transpose[123]d)\b")
@@ -353,13 +366,15 @@ def render_module(
 
     out: list[str] = [header, f"# {title}"]
     out += futures
-    out += ["import torch", "", body, "", ""]
+    if not _imports_torch(reference_src):
+        out += ["import torch", ""]
+    out += [body, "", ""]
     out += [
         "# " + "-" * 76,
         "# STARK offline agent: ModelNew = the reference Model with these transformations:",
     ]
     out += [f"#   - {t}: {CATALOGUE[t].step}" for t in transforms] or ["#   (none: plain eager)"]
-    out += ["# " + "-" * 76, ""]
+    out += ["# " + "-" * 76, "", ""]
     if precision in ("fp16", "bf16_autocast"):
         out += _CAST_HELPER + ["", ""]
 
@@ -439,7 +454,7 @@ def render_module(
     indent = "        "
     if scoped:
         # Global backend flags are set for this call only, so the reference is unaffected.
-        out += [f"{indent}saved = ({', '.join(f for f, _ in scoped)},)"]
+        out += [f"{indent}saved = (", *(f"{indent}    {f}," for f, _ in scoped), f"{indent})"]
         out += [f"{indent}{f} = True" for f, _ in scoped]
         out.append(f"{indent}try:")
         indent += "    "
@@ -449,8 +464,11 @@ def render_module(
     out.append(f"{indent}out = {call}")
     if scoped:
         out.append("        finally:")
-        targets = ", ".join(f for f, _ in scoped)
-        out.append(f"            ({targets},) = saved")
+        out += [
+            "            (",
+            *(f"                {f}," for f, _ in scoped),
+            "            ) = saved",
+        ]
     if precision in ("fp16", "bf16_autocast"):
         out.append("        return _stark_cast_floats(out, out_dtype)")
     else:
@@ -497,6 +515,16 @@ _GRAPH_METHOD = [
     "            return out.clone()",
     "        return type(out)(o.clone() if isinstance(o, torch.Tensor) else o for o in out)",
 ]
+
+
+def _imports_torch(source: str) -> bool:
+    """Whether the reference binds the name `torch` with a top-level `import torch`."""
+    for node in _parse(source, "reference").body:
+        if isinstance(node, ast.Import) and any(
+            alias.name == "torch" and alias.asname is None for alias in node.names
+        ):
+            return True
+    return False
 
 
 def _parse(source: str, what: str) -> ast.Module:

@@ -14,7 +14,10 @@ replaces `torch.allclose` or `Tensor.abs` cannot change a verdict.
 
 from __future__ import annotations
 
+import math
+import os
 import secrets
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -25,12 +28,19 @@ from typing import Any
 import torch
 
 # Captured originals (see module docstring).
-_allclose = torch.allclose
+_all = torch.all
+_le = torch.le
+_eq = torch.eq
+_mul = torch.mul
+_sum = torch.sum
+_isnan = torch.isnan
+_logical_or = torch.logical_or
 _isfinite = torch.isfinite
 _abs = torch.abs
 _sub = torch.sub
 _amax = torch.amax
-_amin = torch.amin
+_ne = torch.ne
+_reshape = torch.reshape
 _mean = torch.mean
 _any = torch.any
 _equal = torch.equal
@@ -64,9 +74,12 @@ TOLERANCE_DWARFS_SCALE = 0.1
 class CheckFailure(Exception):
     """The candidate's output is wrong; the message is the verdict's error."""
 
-    def __init__(self, message: str, flag: str | None = None) -> None:
+    def __init__(
+        self, message: str, flag: str | None = None, stats: TrialStats | None = None
+    ) -> None:
         super().__init__(message)
         self.flag = flag
+        self.stats = stats  # the failing trial's errors, when they were measured
 
 
 class CallError(Exception):
@@ -186,6 +199,14 @@ class CandidateCall:
     raw: Any
     copy: Any
     new_threads: list[threading.Thread] = field(default_factory=list)
+    new_native_threads: int = 0  # OS threads (not Python's) started by the call, still alive
+
+
+def _native_thread_ids() -> set[int]:
+    try:
+        return {int(t) for t in os.listdir("/proc/self/task")}
+    except OSError:
+        return set()
 
 
 def call_candidate(
@@ -193,9 +214,12 @@ def call_candidate(
 ) -> CandidateCall:
     """Run the candidate, snapshot its output at once, and note threads it left running."""
     before = set(_thread_enumerate())
+    native_before = _native_thread_ids()
     raw, copy = call_model(model, inputs, "candidate", device)
     alive = [t for t in _thread_enumerate() if t not in before and t.is_alive()]
-    return CandidateCall(raw, copy, alive)
+    python_ids = {t.native_id for t in alive}
+    native_new = _native_thread_ids() - native_before - python_ids
+    return CandidateCall(raw, copy, alive, len(native_new))
 
 
 # -- checks ---------------------------------------------------------------------
@@ -251,6 +275,15 @@ def check_inputs_unchanged(inputs: list[Any], pristine: list[Any]) -> None:
                 )
 
 
+def _all_finite(t: torch.Tensor) -> bool:
+    """One fast pass: a finite sum proves every element finite (NaN and Inf propagate);
+    only an overflowing or non-finite sum needs the exact elementwise check."""
+    total = complex(_item(_sum(t)))
+    if math.isfinite(total.real) and math.isfinite(total.imag):
+        return True
+    return bool(_all(_isfinite(t)))
+
+
 def _compare_tensor(
     i: int, new: Any, ref: torch.Tensor, tol_cfg: tuple[float | None, float | None]
 ) -> TrialStats:
@@ -276,32 +309,47 @@ def _compare_tensor(
         return TrialStats()
 
     tol = Tolerance.for_dtype(ref.dtype, *tol_cfg)
-    ref_finite = _isfinite(ref)
-    new_finite = _isfinite(new)
-    if bool(_any(_logical_and(_logical_not(new_finite), ref_finite))):
-        raise CheckFailure(f"{where}: NaN/Inf where the reference is finite")
-    both = _logical_and(ref_finite, new_finite)
-    ref64 = _to(ref, torch.float64)
-    diff = _where(both, _abs(_sub(_to(new, torch.float64), ref64)), 0.0)
+    # fp32 (or wider/complex) working copies: exact enough, and no copy at all for fp32.
+    work = torch.promote_types(ref.dtype, torch.float32)
+    ref_w, new_w = _to(ref, work), _to(new, work)
+    if _all_finite(ref_w) and _all_finite(new_w):  # the common case: no masks needed
+        diff = _abs(_sub(new_w, ref_w))
+        ref_abs = _abs(ref_w)
+    else:
+        ref_finite, new_finite = _isfinite(ref_w), _isfinite(new_w)
+        if bool(_any(_logical_and(_logical_not(new_finite), ref_finite))):
+            raise CheckFailure(f"{where}: NaN/Inf where the reference is finite")
+        same_special = _logical_or(_eq(new_w, ref_w), _logical_and(_isnan(new_w), _isnan(ref_w)))
+        if bool(_any(_logical_and(_logical_not(ref_finite), _logical_not(same_special)))):
+            raise CheckFailure(f"{where}: differs where the reference is NaN/Inf")
+        both = _logical_and(ref_finite, new_finite)
+        diff = _where(both, _abs(_sub(new_w, ref_w)), 0.0)
+        ref_abs = _where(ref_finite, _abs(ref_w), 0.0)
     max_err = float(_item(_amax(diff)))
     mean_err = float(_item(_mean(diff)))
     stats = TrialStats(max_err, mean_err)
-    if not _allclose(new, ref, rtol=tol.rtol, atol=tol.atol, equal_nan=True):
+    # torch.allclose semantics, |new - ref| <= atol + rtol * |ref|, reusing `diff` (one pass
+    # instead of allclose's many; this compare dominates the harness time on big outputs).
+    band = _mul(ref_abs, tol.rtol)
+    band += tol.atol
+    if not bool(_all(_le(diff, band))):
         raise CheckFailure(
-            f"{where}: mismatch, max abs err {max_err:.3g} exceeds atol={tol.atol:g} rtol={tol.rtol:g}"
+            f"{where}: mismatch, max abs err {max_err:.3g} exceeds atol={tol.atol:g} rtol={tol.rtol:g}",
+            stats=stats,
         )
-    finite_ref = _where(ref_finite, _abs(ref64), 0.0)
-    scale = float(_item(_amax(finite_ref)))
+    del band
+    scale = float(_item(_amax(ref_abs)))
     if scale > 0 and tol.atol > TOLERANCE_DWARFS_SCALE * scale:
         # The tolerance alone would accept almost anything here (e.g. zeros for a ~1e-6 output).
-        ref_varies = float(_item(_amax(ref64))) != float(_item(_amin(ref64)))
-        new64 = _to(new, torch.float64)
-        new_constant = float(_item(_amax(new64))) == float(_item(_amin(new64)))
+        first_new = _reshape(new_w, (-1,))[0]
+        ref_varies = bool(_any(_ne(ref_w, _reshape(ref_w, (-1,))[0])))
+        new_constant = not bool(_any(_ne(new_w, first_new)))
         if ref_varies and new_constant:
             raise CheckFailure(
-                f"{where}: constant output ({float(_item(_amax(new64))):.3g}) while the reference "
+                f"{where}: constant output ({_item(first_new):.3g}) while the reference "
                 f"varies at scale {scale:.3g}; it passed only because atol={tol.atol:g} dwarfs it",
                 "near_zero_output",
+                stats,
             )
         if max_err > tol.tight_rel * scale:
             raise CheckFailure(
@@ -309,14 +357,17 @@ def _compare_tensor(
                 f"scale {scale:.3g}; the output passes atol={tol.atol:g} only because the "
                 "reference is near zero",
                 "near_zero_output",
+                stats,
             )
     return stats
 
 
 def compare_outputs(
-    new_out: Any, ref_out: Any, atol: float | None, rtol: float | None
+    new_out: Any, ref_out: Any, atol: float | None, rtol: float | None, spot_check: int = 0
 ) -> TrialStats:
-    """All output checks except aliasing/inputs; raises CheckFailure with a one-line reason."""
+    """All output checks except aliasing/inputs; raises CheckFailure with a one-line reason.
+    With `spot_check=k`, values are compared on k secret random elements per output only
+    (used on every timing round, where a full compare would cost more than the kernel)."""
     refs = as_tensor_list(ref_out, "reference")
     if isinstance(new_out, _Tensor) != isinstance(ref_out, _Tensor) and not isinstance(
         new_out, list | tuple
@@ -334,10 +385,23 @@ def compare_outputs(
     total = TrialStats()
     for i, (new, ref) in enumerate(zip(news, refs, strict=True)):
         if isinstance(ref, _Tensor):
+            if spot_check and type(new) is _Tensor and new.shape == ref.shape:
+                new, ref = _sample_pair(new, ref, spot_check)
             total.merge(_compare_tensor(i, new, ref, (atol, rtol)))
         elif new != ref:
             raise CheckFailure(f"output {i}: {new!r} != expected {ref!r}")
     return total
+
+
+def _sample_pair(new: torch.Tensor, ref: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same k secret random elements of both (checks stay exact on type/shape/dtype)."""
+    numel = _numel(ref)
+    if numel <= k:
+        return new, ref
+    generator = torch.Generator(device=ref.device)
+    generator.manual_seed(secret_seed())
+    index = torch.randint(numel, (k,), generator=generator, device=ref.device)
+    return _reshape(new, (-1,))[index], _reshape(ref, (-1,))[index]
 
 
 # -- one trial -------------------------------------------------------------------
@@ -349,12 +413,16 @@ def run_trial(
     atol: float | None,
     rtol: float | None,
     clock: KernelClock,
+    flags: set[str] | None = None,
 ) -> TrialStats:
-    """Candidate first, then (unless `trial` already holds it) the reference; then check."""
+    """Candidate first, then (unless `trial` already holds it) the reference; then check.
+    Advisory findings go into `flags`."""
     start = _perf_ns()
     try:
         new_inputs = clone_inputs(trial.pristine)
         call = call_candidate(new_model, new_inputs, device)
+        if call.new_native_threads and flags is not None:
+            flags.add("native_thread_started")
         if call.new_threads:
             names = ", ".join(t.name for t in call.new_threads[:3])
             raise CheckFailure(
@@ -391,6 +459,22 @@ def reference_answer(
 
 
 # -- integrity of the namespaces the reference relies on ---------------------------
+HARNESS_MODULES = tuple(
+    f"engine.bench.{name}"
+    for name in (
+        "correctness",
+        "timing",
+        "worker",
+        "loader",
+        "compile_cache",
+        "profiling",
+        "sandbox",
+        "result",
+        "config",
+    )
+)
+
+
 def _namespaces(reference: ModuleType) -> dict[str, Any]:
     spaces: dict[str, Any] = {
         "torch": torch,
@@ -403,25 +487,66 @@ def _namespaces(reference: ModuleType) -> dict[str, Any]:
     model = getattr(reference, "Model", None)
     if isinstance(model, type):
         spaces["reference.Model"] = model
+    # The harness's own modules and classes: replacing e.g. compare_outputs is the cheapest
+    # way to fake a verdict from inside the worker.
+    for module_name in HARNESS_MODULES:
+        module = sys.modules.get(module_name)
+        if module is None:
+            continue
+        spaces[module_name] = module
+        for attr, value in vars(module).items():
+            if isinstance(value, type) and value.__module__ == module_name:
+                spaces[f"{module_name}.{attr}"] = value
     return spaces
+
+
+_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
+
+
+def _torch_wrapper_of(new: Any, old: Any) -> bool:
+    """True if `new` is torch's own wrapper around `old` (torch._dynamo wraps manual_seed and
+    nn.Module.__init__ when a candidate uses torch.compile): code in torch's package that
+    reaches `old` through `__wrapped__` or its closure."""
+    current = new
+    for _ in range(5):
+        code = getattr(current, "__code__", None)
+        if code is None or not code.co_filename.startswith(_TORCH_DIR):
+            return False
+        cells = [c.cell_contents for c in (current.__closure__ or ()) if _cell_filled(c)]
+        if any(c is old for c in cells):
+            return True
+        current = getattr(current, "__wrapped__", None)
+        if current is old:
+            return True
+    return False
+
+
+def _cell_filled(cell: Any) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018 - empty cells raise
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass
 class NamespaceSnapshot:
-    """Identities of everything in torch's and the reference's namespaces, to spot patching."""
+    """Everything in torch's and the reference's namespaces, to spot a candidate's patching."""
 
-    ids: dict[str, dict[str, int]]
+    objects: dict[str, dict[str, Any]]
 
     @classmethod
     def take(cls, reference: ModuleType) -> NamespaceSnapshot:
-        return cls(
-            {k: {n: id(v) for n, v in vars(ns).items()} for k, ns in _namespaces(reference).items()}
-        )
+        return cls({k: dict(vars(ns)) for k, ns in _namespaces(reference).items()})
 
     def changed(self, reference: ModuleType) -> list[str]:
-        now = NamespaceSnapshot.take(reference).ids
+        now = NamespaceSnapshot.take(reference).objects
         out: list[str] = []
-        for space, before in self.ids.items():
+        missing = object()
+        for space, before in self.objects.items():
             after = now.get(space, {})
-            out.extend(f"{space}.{n}" for n, i in before.items() if after.get(n) != i)
+            for name, old in before.items():
+                new = after.get(name, missing)
+                if new is not old and not _torch_wrapper_of(new, old):
+                    out.append(f"{space}.{name}")
         return out

@@ -6,6 +6,7 @@ ended into a verdict."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import re
@@ -19,7 +20,14 @@ from pathlib import Path
 from engine.bench import static_checks
 from engine.bench.config import EvalConfig
 from engine.bench.result import ErrorLocation, EvalResult
-from engine.bench.sandbox import HarnessError, Sandbox, WorkerOutcome
+from engine.bench.sandbox import (
+    HarnessError,
+    Sandbox,
+    WorkerOutcome,
+    read_phase_words,
+    result_mac,
+    run_phase_token,
+)
 
 LOG_TAIL_CHARS = 16_000
 
@@ -139,15 +147,31 @@ class Benchmarker:
                 data = json.loads(result_path.read_text())
             except (OSError, ValueError) as exc:
                 return EvalResult(error=f"worker wrote an unreadable result: {exc}", stage="crash")
-            if data.pop("nonce", None) != nonce:
+            verdict = data.get("result") if isinstance(data, dict) else None
+            mac = data.get("mac") if isinstance(data, dict) else None
+            if not (
+                isinstance(verdict, dict)
+                and isinstance(mac, str)
+                and hmac.compare_digest(mac, result_mac(nonce, verdict))
+            ):
                 return EvalResult(
-                    compiled=outcome.last_phase == "run",
-                    error="result file was not written by the harness (nonce mismatch)",
+                    compiled=reached_run(eval_dir, nonce),
+                    error="result file was not written by the harness (bad signature)",
                     stage="crash",
                     flags=["forged_result"],
                 )
-            return EvalResult.from_dict(data)
-        return verdict_without_result(outcome, config)
+            return EvalResult.from_dict(verdict)
+        return verdict_without_result(outcome, config, reached_run(eval_dir, nonce))
+
+
+def reached_run(eval_dir: Path, nonce: str) -> bool:
+    """Did the worker itself (not a candidate writing the phase file) reach the run phase?"""
+    words = read_phase_words(eval_dir)
+    return (
+        len(words) == 2
+        and words[0] == "run"
+        and hmac.compare_digest(words[1], run_phase_token(nonce))
+    )
 
 
 def crash_location(log: str, candidate_path: Path) -> ErrorLocation | None:
@@ -158,9 +182,12 @@ def crash_location(log: str, candidate_path: Path) -> ErrorLocation | None:
     return ErrorLocation(line=int(match.group(1)), function=match.group(2)) if match else None
 
 
-def verdict_without_result(outcome: WorkerOutcome, config: EvalConfig) -> EvalResult:
-    """A worker that left no result has not passed; say exactly how it ended."""
-    compiled = outcome.last_phase == "run"
+def verdict_without_result(
+    outcome: WorkerOutcome, config: EvalConfig, compiled: bool | None = None
+) -> EvalResult:
+    """A worker that left no result has not passed; say exactly how it ended. `compiled`
+    (from `reached_run`) overrides the phase word, which a candidate could have written."""
+    compiled = outcome.last_phase == "run" if compiled is None else compiled
     where = "while running the candidate" if compiled else "while building/importing the candidate"
     if outcome.timed_out_phase == "compile":
         error = (

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import sys
 import traceback
 import uuid
@@ -63,11 +64,16 @@ def syntax_error_location(exc: BaseException, path: str) -> ErrorLocation | None
     return None
 
 
+_DEVICE_ERROR = re.compile(r"CUDA error|CUBLAS_STATUS|CUDNN_STATUS|cuDNN error|device-side assert")
+
+
 def one_line(exc: BaseException) -> str:
-    """`Type: last line of the message`, the form every verdict error takes."""
+    """`Type: last line of the message`, the form every verdict error takes. CUDA errors are
+    the exception: their last lines are generic advice, so the `CUDA error: ...` line wins."""
     text = str(exc).strip()
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    last = lines[-1] if lines else ""
+    device_lines = [line for line in lines if _DEVICE_ERROR.search(line)]
+    last = device_lines[0] if device_lines else (lines[-1] if lines else "")
     name = type(exc).__name__
     if isinstance(exc, SyntaxError):
         last = f"{exc.msg} (line {exc.lineno})"

@@ -4,6 +4,7 @@ search engine, the trace and the language server. It round-trips through JSON.""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -33,6 +34,16 @@ class TimingStats:
 
     def __str__(self) -> str:
         return f"{self.median:.3f} ± {self.iqr:.3f} ms (IQR, n={self.n})"
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _quantile(ordered: list[float], q: float) -> float:
@@ -104,7 +115,8 @@ class EvalResult:
         return asdict(self)
 
     def to_json(self, **kwargs: Any) -> str:
-        return json.dumps(self.to_dict(), **kwargs)
+        """Strict JSON: NaN/Inf (e.g. an error against a NaN output) become null."""
+        return json.dumps(_finite(self.to_dict()), allow_nan=False, **kwargs)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EvalResult:

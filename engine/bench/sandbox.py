@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import hashlib
+import hmac
 import json
 import os
 import select
@@ -26,6 +28,18 @@ from pathlib import Path
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 SERVER_START_TIMEOUT_S = 120.0
 POLL_S = 0.01
+
+
+_json_dumps = json.dumps  # bound before any candidate could patch it (see result_mac)
+
+
+def result_mac(nonce: str, result: dict[str, object]) -> str:
+    """HMAC of a worker's verdict under the per-evaluation nonce.
+
+    result.json carries this MAC, never the nonce itself: a candidate thread that reads the
+    file after the worker wrote it learns nothing that lets it sign an altered verdict."""
+    body = _json_dumps(result, sort_keys=True).encode()
+    return hmac.new(nonce.encode(), body, hashlib.sha256).hexdigest()
 
 
 class HarnessError(RuntimeError):
@@ -56,10 +70,22 @@ class WorkerOutcome:
 
 
 def read_phase(eval_dir: Path) -> str:
+    """The phase word ("compile", "run"); the worker appends a token after "run"."""
+    words = read_phase_words(eval_dir)
+    return words[0] if words else "start"
+
+
+def read_phase_words(eval_dir: Path) -> list[str]:
     try:
-        return (eval_dir / "phase").read_text().strip() or "start"
+        return (eval_dir / "phase").read_text().split()
     except OSError:
-        return "start"
+        return []
+
+
+def run_phase_token(nonce: str) -> str:
+    """Written by the worker after "run": proves the *worker* reached the run phase, since a
+    candidate can write the phase file too (it would only shorten its own deadline)."""
+    return result_mac(nonce, {"phase": "run"})
 
 
 class Sandbox:

@@ -2,11 +2,14 @@
 
 The clocks are bound when this module is imported (in the fork server, before
 any candidate exists) and again by the worker before it loads user code, so
-patching `time.perf_counter` buys nothing. Blocks alternate ref/new so drift
-hits both sides; thread settings are reset before every call; gc is off while
-timing. CPU: host clock around `forward` plus joining any Python thread it
-started. CUDA: L2 flushed before each call; CUDA events and host time around a
-device-wide synchronize; a clear disagreement means work on a side stream.
+patching `time.perf_counter` buys nothing. Rounds interleave ref/new (in
+alternating order) so drift and cache warmth hit both sides alike; thread and
+grad settings are reset before every call; gc is off while timing. Every round
+rescales the inputs (memoised answers become wrong) and every round's output is
+spot-checked against the reference's output of the same round. CPU: host clock around `forward` plus
+joining any Python thread it started. CUDA: L2 flushed before each call; CUDA
+events and host time around a device-wide synchronize; a clear disagreement
+means work on a side stream.
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ MIN_WARMUP_CALLS = 3
 L2_FLUSH_BYTES = 256 << 20
 SIDE_STREAM_RATIO = 1.5
 SIDE_STREAM_MIN_GAP_MS = 0.05
-VERIFY_ONE_IN = 4  # share of timing rounds whose output is checked (unknown to the candidate)
-RESCALE_SPAN = 1e-3  # inputs are multiplied by 1 +- this, fresh every round
+RESCALE_SPAN = 0.1  # inputs are multiplied by a fresh factor in [1 - this, 1) every round
+RESCALE_MIN_STEP = 0.02  # ... that differs this much from the previous round's
 
 _TIMER_NAMES = ("perf_counter", "perf_counter_ns", "time", "time_ns", "monotonic", "monotonic_ns")
 _ORIGINAL_TIMERS = {name: getattr(time, name) for name in _TIMER_NAMES}
@@ -63,13 +66,24 @@ def _clone_all(inputs: list[Any]) -> list[Any]:
     return [x.clone() if isinstance(x, torch.Tensor) else x for x in inputs]
 
 
-def _rescale(pristine: list[Any], targets: tuple[list[Any], ...]) -> None:
-    """targets[k][i] = pristine[i] * f for floating tensors, with one fresh f per round."""
-    factor = 1.0 + RESCALE_SPAN * (2 * secrets.randbelow(1 << 20) / (1 << 20) - 1)
-    for i, base in enumerate(pristine):
-        if isinstance(base, torch.Tensor) and base.is_floating_point():
-            for inputs in targets:
-                torch.mul(base, factor, out=inputs[i])
+def _next_factor(previous: float) -> float:
+    """A fresh factor in [1 - RESCALE_SPAN, 1), at least RESCALE_MIN_STEP from the last one.
+
+    Shrinking by a uniform positive factor keeps every structural property a task may rely
+    on (signs, zeros, triangularity, symmetry, ordering, positive definiteness, values in
+    [0, 1)), yet moves most outputs far beyond the tolerance from one round to the next."""
+    while True:
+        factor = 1.0 - RESCALE_SPAN * secrets.randbelow(1 << 20) / (1 << 20)
+        if abs(factor - previous) >= RESCALE_MIN_STEP:
+            return factor
+
+
+def _rescale(pristine: list[Any], inputs: list[Any], factor: float) -> None:
+    """inputs[i] = pristine[i] * factor for floating-point tensors."""
+    with torch.no_grad():
+        for base, target in zip(pristine, inputs, strict=True):
+            if isinstance(base, torch.Tensor) and base.is_floating_point():
+                torch.mul(base, factor, out=target)
 
 
 def tampered_timers(device: str) -> list[str]:
@@ -189,37 +203,44 @@ class Timer:
         new_model: Callable[..., Any],
         pristine: list[Any],
         config: EvalConfig,
-        verify: Callable[[Any, Any], None],
+        verify: Callable[[Any, Any, bool], None],
     ) -> TimingOutcome:
-        """Interleaved rounds: ref call, then candidate call, on the same fresh inputs.
+        """Interleaved rounds of one reference and one candidate call on the same inputs.
 
-        Before each round the floating-point inputs are rescaled by a fresh random
-        factor close to 1, so answers memoised from earlier rounds are useless, and a
-        random quarter of the rounds (plus the last) are checked against the
-        reference's output of that same round (`verify` raises on a mismatch). The
-        reference's output stays alive until the candidate has returned, so the
-        allocator cannot hand it over.
+        Before each round the floating-point inputs are rescaled by a fresh factor (see
+        `_next_factor`), so answers memoised or left in memory by earlier rounds are
+        wrong, and every round's output is checked against the reference's output of that
+        same round: on secret random elements, and in full on the last round (`verify(new,
+        ref, full)` raises on a mismatch). Both sides read the same input tensors and the
+        order alternates (ref first, then candidate first) so neither side systematically
+        finds the inputs warmer in cache. In ref-first rounds the reference's output stays
+        alive until the candidate has returned, so the allocator cannot hand it over.
         """
-        ref_inputs, new_inputs = _clone_all(pristine), _clone_all(pristine)
+        inputs = _clone_all(pristine)
         grad_was = torch.is_grad_enabled()
         gc.collect()
         gc.disable()
         try:
-            self.warm_up(ref_model, ref_inputs, config.warmup_s, "reference")
-            self.warm_up(new_model, new_inputs, config.warmup_s, "candidate")
+            self.warm_up(ref_model, inputs, config.warmup_s, "reference")
+            self.warm_up(new_model, inputs, config.warmup_s, "candidate")
             ref, new = SideSamples(), SideSamples()
             budget_ns = config.timing_budget_s * 1e9
             rounds = 0
+            factor = 1.0
             while True:
                 rounds += 1
-                _rescale(pristine, (ref_inputs, new_inputs))
-                ref_out = self.call(ref_model, ref_inputs, ref, "reference")
-                new_out = self.call(new_model, new_inputs, new, "candidate")
+                factor = _next_factor(factor)
+                _rescale(pristine, inputs, factor)
+                if rounds % 2:
+                    ref_out = self.call(ref_model, inputs, ref, "reference")
+                    new_out = self.call(new_model, inputs, new, "candidate")
+                else:
+                    new_out = self.call(new_model, inputs, new, "candidate")
+                    ref_out = self.call(ref_model, inputs, ref, "reference")
                 done = self._done(rounds, ref, new, config, budget_ns)
-                if done or secrets.randbelow(VERIFY_ONE_IN) == 0:
-                    start = self.perf_ns()
-                    verify(new_out, ref_out)
-                    self.kernel_clock.add(self.perf_ns() - start)
+                start = self.perf_ns()
+                verify(new_out, ref_out, done)  # spot check every round, in full at the end
+                self.kernel_clock.add(self.perf_ns() - start)
                 del ref_out, new_out
                 if done:
                     break

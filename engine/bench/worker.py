@@ -9,11 +9,12 @@ Order matters and is part of the defence:
 5. the compile cache is installed and the candidate imported and built;
 6. correctness trials, interleaved timing, one fresh-input trial, tamper checks,
    optional profiling;
-7. result.json is written atomically with the nonce; prints go to log.txt.
+7. result.json is written atomically, signed with the nonce; prints go to log.txt.
 """
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import json
 import os
@@ -32,19 +33,39 @@ from engine.bench.compile_cache import CompileCache, ExtensionBuildError
 from engine.bench.config import EvalConfig
 from engine.bench.correctness import CallError, CheckFailure, KernelClock, Trial
 from engine.bench.result import EvalResult
+from engine.bench.sandbox import result_mac, run_phase_token
 
 FILE_SIZE_LIMIT = 1 << 30
 DEFAULT_MEMORY_FRACTION = 0.75
+SPOT_CHECK_ELEMENTS = 4096  # per output, per timing round
 
 
 class Stop(Exception):
     """Ends the evaluation early; the verdict is already in the result."""
 
 
+# Bound at import (in the fork server), so a candidate that patches os.replace or json.dumps
+# cannot rewrite the verdict on its way to disk.
+_os_open, _os_write, _os_close, _os_replace = os.open, os.write, os.close, os.replace
+_json_dumps = json.dumps
+
+
+def note(text: str) -> None:
+    """A harness line for log.txt, straight to fd 2 (the candidate may have replaced print)."""
+    with contextlib.suppress(OSError):
+        _os_write(2, f"[stark] {text}\n".encode())
+
+
 def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    tmp = str(path.with_name(f".{path.name}.{os.getpid()}.tmp"))
+    fd = _os_open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        data = text.encode()
+        while data:
+            data = data[_os_write(fd, data) :]
+    finally:
+        _os_close(fd)
+    _os_replace(tmp, str(path))
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -83,6 +104,16 @@ class Evaluation:
     threads: int = 1
     candidate_path: str = ""
     compile_start_ns: int | None = None
+    run_token: str = ""
+    reference: ModuleType | None = None
+    pristine: correctness.NamespaceSnapshot | None = None
+
+    def fail_check(self, exc: CheckFailure, prefix: str = "") -> Stop:
+        """A failed correctness check; report the failing trial's errors as well."""
+        if exc.stats is not None:
+            self.result.max_abs_err = max(self.result.max_abs_err or 0.0, exc.stats.max_abs_err)
+            self.result.mean_abs_err = max(self.result.mean_abs_err or 0.0, exc.stats.mean_abs_err)
+        return self.fail("correctness", f"{prefix}{exc}", exc.flag)
 
     def fail(self, stage: str, error: str, flag: str | None = None) -> Stop:
         self.result.stage = stage
@@ -93,7 +124,7 @@ class Evaluation:
         return Stop(error)
 
     def phase(self, name: str) -> None:
-        write_atomic(self.eval_dir / "phase", name)
+        write_atomic(self.eval_dir / "phase", f"run {self.run_token}" if name == "run" else name)
         # Just before the sandbox's deadline for this phase, dump every thread's Python stack
         # into log.txt, so a hang's verdict can say where it hung (see evaluate.py).
         limit = self.config.compile_timeout_s if name == "compile" else self.config.run_timeout_s
@@ -117,7 +148,8 @@ class Evaluation:
         self.reference_side(
             lambda: correctness.reference_answer(canary, ref_model, self.device, self.kernel_clock)
         )
-        pristine_torch = correctness.NamespaceSnapshot.take(reference)
+        self.reference = reference
+        self.pristine = correctness.NamespaceSnapshot.take(reference)
 
         self.compile_start_ns = self.clocks.perf_ns()
         candidate = self.import_candidate(Path(str(self.request["cache_dir"])))
@@ -125,12 +157,12 @@ class Evaluation:
         self.result.compile_s = (self.clocks.perf_ns() - self.compile_start_ns) / 1e9
         self.result.compiled = True
         self.phase("run")
-        self.check_integrity(pristine_torch, reference)
+        self.check_integrity()
 
         last_trial = self.correctness_trials(reference, ref_model, new_model)
         self.time_both(ref_model, new_model, last_trial)
         self.fresh_input_trial(canary, ref_model, new_model)
-        self.check_integrity(pristine_torch, reference)
+        self.check_integrity()
         self.result.correct = True
         if self.config.profile:
             self.profile(new_model, last_trial)
@@ -224,8 +256,11 @@ class Evaluation:
         self.result.correctness_trials = trials
         stats = correctness.TrialStats()
         trial: Trial | None = None
-        for _ in range(trials):
+        for index in range(trials):
             trial = self.reference_side(lambda: Trial.draw(reference, self.device))
+            # A thread pool may legitimately appear on the first call; an OS thread that is
+            # started by a later call and outlives it is worth a flag (not a verdict).
+            flags: set[str] | None = set() if index > 0 else None
             try:
                 outcome = correctness.run_trial(
                     trial,
@@ -235,13 +270,16 @@ class Evaluation:
                     self.config.atol,
                     self.config.rtol,
                     self.kernel_clock,
+                    flags,
                 )
             except CallError as exc:
                 raise self.call_error(exc) from exc
             except CheckFailure as exc:
-                raise self.fail("correctness", str(exc), exc.flag) from exc
+                raise self.fail_check(exc) from exc
             finally:
                 self.check_threads()
+                for flag in sorted(flags or ()):
+                    self.result.add_flag(flag)
             stats.merge(outcome)
             self.result.max_abs_err, self.result.mean_abs_err = (
                 stats.max_abs_err,
@@ -260,18 +298,17 @@ class Evaluation:
         timer = timing.Timer(self.device, self.threads, self.clocks, self.kernel_clock)
         atol, rtol = self.config.atol, self.config.rtol
 
-        def verify(new_out: Any, ref_out: Any) -> None:
-            correctness.compare_outputs(new_out, ref_out, atol, rtol)
+        def verify(new_out: Any, ref_out: Any, full: bool) -> None:
+            spot = 0 if full else SPOT_CHECK_ELEMENTS
+            correctness.compare_outputs(new_out, ref_out, atol, rtol, spot_check=spot)
 
         try:
             outcome = timer.time_both(ref_model, new_model, trial.pristine, self.config, verify)
         except CallError as exc:
             raise self.call_error(exc) from exc
         except CheckFailure as exc:
-            raise self.fail(
-                "correctness",
-                f"wrong output during timing (passed the trials before): {exc}",
-                exc.flag,
+            raise self.fail_check(
+                exc, "wrong output during timing (passed the trials before): "
             ) from exc
         if outcome.threads_changed:
             self.result.add_flag("thread_settings_changed")
@@ -291,9 +328,7 @@ class Evaluation:
         except CallError as exc:
             raise self.call_error(exc) from exc
         except CheckFailure as exc:
-            raise self.fail(
-                "correctness", f"failed a fresh-input trial after timing: {exc}", exc.flag
-            ) from exc
+            raise self.fail_check(exc, "failed a fresh-input trial after timing: ") from exc
         # The reference must still give the answer it gave before the candidate was loaded.
         again = Trial(seed=canary.seed, pristine=canary.pristine)
         self.reference_side(
@@ -309,20 +344,11 @@ class Evaluation:
                 "reference_tampered",
             ) from exc
 
-    def check_integrity(
-        self, pristine: correctness.NamespaceSnapshot, reference: ModuleType
-    ) -> None:
+    def check_integrity(self) -> None:
         self.check_threads()
-        changed = pristine.changed(reference)
-        if changed:
-            shown = ", ".join(changed[:3]) + (
-                f" (+{len(changed) - 3} more)" if len(changed) > 3 else ""
-            )
-            raise self.fail(
-                "correctness",
-                f"candidate replaced {shown}; the reference's behaviour and timing can't be trusted",
-                "torch_patched",
-            )
+        failure = integrity_failure(self.pristine, self.reference)
+        if failure:
+            raise self.fail("correctness", *failure)
 
     def profile(self, new_model: Any, trial: Trial) -> None:
         try:
@@ -331,7 +357,27 @@ class Evaluation:
                 new_model, inputs, self.device, self.config.profile_top_k
             )
         except Exception as exc:  # noqa: BLE001 - a profile is advisory; keep the verdict
-            print(f"[stark] profiling failed: {loader.one_line(exc)}")
+            note(f"profiling failed: {loader.one_line(exc)}")
+
+
+def integrity_failure(
+    pristine: correctness.NamespaceSnapshot | None,
+    reference: ModuleType | None,
+    _changed: Any = correctness.NamespaceSnapshot.changed,  # bound before user code exists
+) -> tuple[str, str] | None:
+    """(error, flag) if the candidate replaced anything in torch, the reference or the harness."""
+    if pristine is None or reference is None:
+        return None
+    changed = _changed(pristine, reference)
+    if not changed:
+        return None
+    shown = ", ".join(changed[:3]) + (f" (+{len(changed) - 3} more)" if len(changed) > 3 else "")
+    if any(name.startswith("engine.") for name in changed):
+        return f"candidate patched the benchmark harness ({shown})", "harness_patched"
+    return (
+        f"candidate replaced {shown}; the reference's behaviour and timing can't be trusted",
+        "torch_patched",
+    )
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
@@ -343,7 +389,7 @@ def _causes(exc: BaseException) -> list[BaseException]:
     return chain
 
 
-def run(eval_dir: str) -> None:
+def run(eval_dir: str, _integrity: Any = integrity_failure) -> None:
     """Evaluate the request in `eval_dir` and write `result.json` there."""
     clocks = timing.Clocks.capture()  # before anything from the user is imported
     faulthandler.enable(file=sys.stderr, all_threads=True)  # a segfault's stack goes to log.txt
@@ -354,7 +400,7 @@ def run(eval_dir: str) -> None:
     nonce = str(request.pop("nonce"))
     result_path = Path(str(request["result_path"]))
 
-    evaluation = Evaluation(directory, request, clocks)
+    evaluation = Evaluation(directory, request, clocks, run_token=run_phase_token(nonce))
     result = evaluation.result
     try:
         evaluation.run()
@@ -366,10 +412,15 @@ def run(eval_dir: str) -> None:
             result.stage = "harness"
             result.error = f"harness error in the worker: {loader.one_line(exc)}"
         result.correct = False
+    # Once more, after everything and outside any method the candidate could have replaced.
+    failure = _integrity(evaluation.pristine, evaluation.reference)
+    if failure and result.error is None:
+        result.stage, result.error = "correctness", failure[0]
+        result.add_flag(failure[1])
     tampered = timing.tampered_timers(evaluation.device.type)
     if tampered:
         result.add_flag("timer_tampering")
-        print(f"[stark] candidate replaced timers: {', '.join(tampered)}")
+        note(f"candidate replaced timers: {', '.join(tampered)}")
     if result.error is not None:
         result.correct = False
     result.kernel_s = evaluation.kernel_clock.seconds
@@ -377,6 +428,5 @@ def run(eval_dir: str) -> None:
         started = evaluation.compile_start_ns
         result.compile_s = (clocks.perf_ns() - started) / 1e9 if started is not None else 0.0
     faulthandler.cancel_dump_traceback_later()
-    payload = result.to_dict()
-    payload["nonce"] = nonce
-    write_atomic(result_path, json.dumps(payload))
+    verdict = result.to_dict()
+    write_atomic(result_path, _json_dumps({"result": verdict, "mac": result_mac(nonce, verdict)}))

@@ -55,18 +55,10 @@ static inline float erf_approx(float x) {
     return std::copysign(e, x);
 }
 
-torch::Tensor fused_chain(torch::Tensor x, double scale, double shift, double lo, double hi) {
-    TORCH_CHECK(x.device().is_cpu(), "fused_chain: x must be a CPU tensor");
-    TORCH_CHECK(x.scalar_type() == torch::kFloat32, "fused_chain: x must be float32");
-    torch::Tensor input = x.contiguous();
-    torch::Tensor out = torch::empty_like(input);
-    const float* in = input.data_ptr<float>();
-    float* dst = out.data_ptr<float>();
-    const int64_t n = input.numel();
-    const float s = static_cast<float>(scale);
-    const float b = static_cast<float>(shift);
-    const float low = static_cast<float>(lo);
-    const float high = static_cast<float>(hi);
+// One pass: read x once, write the result once. target_clones builds an AVX2
+// version next to the baseline one and picks at load time, so the .so stays portable.
+__attribute__((target_clones("avx2", "default")))
+void chain_kernel(const float* in, float* dst, int64_t n, float s, float b, float low, float high) {
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; ++i) {
         const float v = in[i];
@@ -75,6 +67,16 @@ torch::Tensor fused_chain(torch::Tensor x, double scale, double shift, double lo
         const float gate = 1.0f / (1.0f + exp_approx(-v));
         dst[i] = std::min(std::max(gelu * gate, low), high);
     }
+}
+
+torch::Tensor fused_chain(torch::Tensor x, double scale, double shift, double lo, double hi) {
+    TORCH_CHECK(x.device().is_cpu(), "fused_chain: x must be a CPU tensor");
+    TORCH_CHECK(x.scalar_type() == torch::kFloat32, "fused_chain: x must be float32");
+    torch::Tensor input = x.contiguous();
+    torch::Tensor out = torch::empty_like(input);
+    chain_kernel(input.data_ptr<float>(), out.data_ptr<float>(), input.numel(),
+                 static_cast<float>(scale), static_cast<float>(shift),
+                 static_cast<float>(lo), static_cast<float>(hi));
     return out;
 }
 """

@@ -31,10 +31,21 @@ def _request(role: Role = Role.CODE, prompt: str = "write ModelNew") -> AgentReq
     return AgentRequest(role=role, prompt=prompt, round=1, reference_src="")
 
 
-@pytest.mark.parametrize("stream", [False, True])
-def test_reply_reasoning_and_usage(tmp_path: Path, fake_openai: Factory, stream: bool) -> None:
+@pytest.mark.parametrize(
+    ("stream", "field"),
+    [
+        (False, "reasoning_content"),
+        (True, "reasoning_content"),
+        (False, "reasoning"),
+        (True, "reasoning"),
+    ],
+)
+def test_reply_reasoning_and_usage(
+    tmp_path: Path, fake_openai: Factory, stream: bool, field: str
+) -> None:
     text = "Here it is.\n```python\nclass ModelNew: ...\n```\n"
-    server = fake_openai([FakeReply(text=text, reasoning="think first", prompt_tokens=11)])
+    reply = FakeReply(text=text, reasoning="think first", reasoning_field=field, prompt_tokens=11)
+    server = fake_openai([reply])
     settings = _settings(tmp_path, server.base_url, stream=stream)
     reply = _agent(settings).complete(_request(Role.PLAN, "plan please"))
     assert reply.text == text
@@ -92,6 +103,13 @@ def test_retries_on_429_and_503_then_succeeds(
     assert 0.5 <= sleeps[1] <= 2.0 and 1.0 <= sleeps[2] <= 4.0  # exponential with jitter
 
 
+def test_a_stream_cut_midway_is_retried(tmp_path: Path, fake_openai: Factory) -> None:
+    server = fake_openai([FakeReply("x" * 200, drop_stream_after=3), "complete"])
+    agent = _agent(_settings(tmp_path, server.base_url, stream=True))
+    assert agent.complete(_request()).text == "complete"
+    assert len(server.chat_requests) == 2
+
+
 def test_retry_after_is_capped(tmp_path: Path, fake_openai: Factory) -> None:
     server = fake_openai([FakeReply(status=429, retry_after=3600), "ok"])
     sleeps: list[float] = []
@@ -143,6 +161,26 @@ def test_rejected_optional_parameter_is_dropped(tmp_path: Path, fake_openai: Fac
     assert "max_completion_tokens" in bodies[2]  # remembered for this endpoint
 
 
+def test_context_too_small_for_max_tokens_sends_no_limit(
+    tmp_path: Path, fake_openai: Factory
+) -> None:
+    message = (
+        "This model's maximum context length is 4096 tokens. However, you requested 8300 "
+        "tokens (108 in the messages, 8192 in the completion)."
+    )
+    server = fake_openai([FakeReply(status=400, error_message=message), "ok", message])
+    agent = _agent(_settings(tmp_path, server.base_url))
+    assert agent.complete(_request()).text == "ok"
+    bodies = [r.body or {} for r in server.chat_requests]
+    assert bodies[0]["max_tokens"] == 8192
+    assert "max_tokens" not in bodies[1] and "max_completion_tokens" not in bodies[1]
+    # a prompt that alone overflows the context is not retried forever
+    server = fake_openai([FakeReply(status=400, error_message=message)] * 3)
+    with pytest.raises(AgentError, match="context length"):
+        _agent(_settings(tmp_path, server.base_url)).complete(_request())
+    assert len(server.chat_requests) == 2
+
+
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -167,6 +205,21 @@ def test_preflight(tmp_path: Path, fake_openai: Factory) -> None:
     server = fake_openai([], models_status=401)
     with pytest.raises(AgentError, match="HTTP 401"):
         _agent(_settings(tmp_path, server.base_url)).preflight()
+
+    # an unknown model on a server that lists its models: the completion decides
+    server = fake_openai([FakeReply(status=404, error_message="model 'nope' not found")])
+    settings = AgentSettings.from_env(
+        env={"STARK_BASE_URL": server.base_url, "STARK_MODEL": "nope"}, search_dir=tmp_path
+    )
+    with pytest.raises(
+        AgentError, match="preflight call to nope .* HTTP 404: model 'nope' not found"
+    ):
+        _agent(settings).preflight()
+
+    # rate-limited is reachable: a note, not a failure
+    server = fake_openai([], models_status=429)
+    notes = _agent(_settings(tmp_path, server.base_url)).preflight()
+    assert notes and "rate-limiting" in notes[0]
 
 
 def test_no_key_for_the_public_endpoint_is_a_clear_error(tmp_path: Path) -> None:

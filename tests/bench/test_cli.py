@@ -15,6 +15,10 @@ from textwrap import dedent
 
 import pytest
 
+from engine.bench import cli
+from engine.bench.result import ErrorLocation, EvalResult
+from engine.cli import build_parser
+
 ROOT = Path(__file__).resolve().parents[2]
 
 REFERENCE = dedent(
@@ -65,7 +69,7 @@ WRONG = HONEST.replace("torch.clamp_min(x * self.w, 0.0)", "x * self.w * 2.0")
 FLOOD = HONEST.replace(
     "        return torch.clamp_min",
     "        for i in range(20_000):\n"
-    "            print('{\"correct\": true, \"speedup\": 1000.0}', i)\n"
+    '            print(\'{"correct": true, "speedup": 1000.0}\', i)\n'
     "        return torch.clamp_min",
 )
 
@@ -165,12 +169,12 @@ def test_json_is_one_complete_object_for_an_honest_candidate(task: Path) -> None
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1
     data = json.loads(lines[0], parse_constant=pytest.fail)  # strict JSON: no NaN/Infinity
-    assert REQUIRED_FIELDS <= data.keys()
+    assert data.keys() >= REQUIRED_FIELDS
     assert data["compiled"] is True and data["correct"] is True, data["error"]
     assert data["error"] is None
     assert isinstance(data["speedup"], float) and data["speedup"] > 0
     for side in ("ref_ms", "new_ms"):
-        assert STATS_FIELDS <= data[side].keys()
+        assert data[side].keys() >= STATS_FIELDS
         assert data[side]["n"] == 3
         assert data[side]["min"] <= data[side]["median"]
     assert 0.0 <= data["max_abs_err"] <= 1e-4
@@ -210,3 +214,48 @@ def test_human_verdict_and_reference_from_header(task: Path) -> None:
     assert "\x1b[" not in proc.stdout  # no colour codes when not a terminal
     with pytest.raises(json.JSONDecodeError):
         json.loads(proc.stdout)
+
+
+# -- rendering, without running anything ------------------------------------------
+
+
+def test_human_report_shows_where_and_why_a_candidate_failed() -> None:
+    log = "\n".join(f"line {i}" for i in range(100)) + "\nmain.cpp:3:5: error: 'y' was not declared"
+    result = EvalResult(
+        compiled=False,
+        error="C++ compilation failed: main.cpp:3:5: error: 'y' was not declared",
+        stage="compile",
+        log=log,
+        error_location=ErrorLocation(line=12, function="<module>"),
+        compile_s=3.5,
+    )
+    text = cli.human_report(result)
+    assert text.startswith("FAILED to build/load (compile)")
+    assert "at candidate line 12 in <module>" in text
+    assert "main.cpp:3:5: error: 'y' was not declared" in text.splitlines()[-1]
+    assert "line 0\n" not in text  # only the tail of the log
+
+
+def test_json_output_is_strict_even_with_non_finite_errors(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], task: Path
+) -> None:
+    """A NaN max_abs_err must not turn into the non-standard `NaN` token."""
+    nan_result = EvalResult(compiled=True, error="output 0: NaN/Inf", max_abs_err=float("nan"))
+
+    class FakeBenchmarker:  # stands in for the sandbox: this test is about rendering only
+        def __init__(self, **_: object) -> None: ...
+        def __enter__(self) -> FakeBenchmarker:
+            return self
+
+        def __exit__(self, *_: object) -> None: ...
+        def evaluate(self, *_: object) -> EvalResult:
+            return nan_result
+
+    monkeypatch.setattr(cli, "Benchmarker", FakeBenchmarker)
+    args = build_parser().parse_args(
+        ["bench", str(task / "reference.py"), str(task / "honest.py"), "--json"]
+    )
+    assert cli.run(args) == 0
+    out = capsys.readouterr().out
+    data = json.loads(out, parse_constant=pytest.fail)
+    assert data["max_abs_err"] is None and data["compiled"] is True

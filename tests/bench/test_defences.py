@@ -110,4 +110,61 @@ def test_forged_result_file_does_not_pass(evaluate_files) -> None:
     assert result.speedup != 100.0
     # request.json is deleted before user code runs, so the forger only had a guess.
     assert "forged_result" in result.flags
-    assert "nonce mismatch" in result.error
+    assert "bad signature" in result.error
+    assert not result.compiled  # its forged "run" in the phase file lacks the worker's token
+
+
+def test_torch_compile_candidate_is_not_mistaken_for_tampering(evaluate_files) -> None:
+    result = evaluate_files("scale_add", "compiled_honest")
+    assert result.correct, result.summary()
+    assert "torch_patched" not in result.flags
+
+
+def test_profile_lists_the_candidates_top_operators(evaluate_files) -> None:
+    result = evaluate_files("scale_add", "honest", profile=True, profile_top_k=3)
+    assert result.correct, result.summary()
+    assert result.profile is not None and 1 <= len(result.profile) <= 3
+    names = [entry.name for entry in result.profile]
+    assert any(name.startswith("aten::") for name in names), names
+    assert all(entry.self_ms > 0 and entry.calls >= 1 for entry in result.profile)
+    assert all(0 < entry.percent <= 100 for entry in result.profile)
+    self_times = [entry.self_ms for entry in result.profile]
+    assert self_times == sorted(self_times, reverse=True)
+
+
+def test_rewriting_the_result_on_its_way_to_disk_does_not_pass(evaluate_files) -> None:
+    result = evaluate_files("scale_add", "rewrite_result")
+    assert not result.correct
+    assert result.speedup != 100.0
+
+
+def test_patching_the_harness_itself_fails(evaluate_files) -> None:
+    result = evaluate_files("scale_add", "patch_harness")
+    assert_rejected(result, "patched the benchmark harness", flag="harness_patched")
+    assert "engine.bench.correctness.compare_outputs" in result.error
+
+
+def test_a_swallowed_build_failure_is_flagged(evaluate_files) -> None:
+    result = evaluate_files("scale_add", "swallowed_build_error")
+    assert result.correct, result.summary()
+    assert "extension_build_failed" in result.flags
+    assert "kernel.cpp:1:" in result.log and "error:" in result.log
+
+
+def test_output_going_wrong_during_timing_fails(evaluate_files) -> None:
+    result = evaluate_files("scale_add", "turns_bad_after_warmup")
+    assert_rejected(result, "wrong output during timing", "mismatch")
+    assert result.trials_passed == 5
+    assert result.max_abs_err > 1e-3  # the failing round's error is reported, not just 0
+
+
+def test_os_thread_left_running_by_forward_is_flagged(evaluate_files) -> None:
+    result = evaluate_files("scale_add", "native_thread")
+    assert "native_thread_started" in result.flags, result.summary() + result.log[-2000:]
+    honest = evaluate_files("scale_add", "cpp_ctypes_a")  # OpenMP-free C++ kernel: no flag
+    assert "native_thread_started" not in honest.flags
+
+
+def test_answers_memoised_during_timing_fail(evaluate_files) -> None:
+    result = evaluate_files("scale_add", "memo_by_pointer")
+    assert_rejected(result, "wrong output during timing")

@@ -18,6 +18,13 @@ from engine.bench import Benchmarker, EvalConfig
 pytestmark = pytest.mark.timeout(180)
 
 
+def _torch_has_cuda() -> bool:
+    """Without initialising CUDA in the test process (only workers may)."""
+    import torch
+
+    return torch.version.cuda is not None
+
+
 def processes_mentioning(marker: str) -> list[str]:
     """Command lines of live processes that contain `marker` (zombies have none)."""
     found = []
@@ -277,3 +284,53 @@ def test_many_evaluations_in_a_row_with_faults_mixed_in(evaluate_files) -> None:
         result = evaluate_files("scale_add", name)
         got = "ok" if result.correct else result.stage
         assert got == expected, f"{name}: {result.summary()}"
+
+
+def test_exception_in_forward_points_at_the_line(evaluate_files) -> None:
+    result = evaluate_files("scale_add", "raises_in_forward")
+    assert (result.compiled, result.correct, result.stage) == (True, False, "runtime")
+    assert result.error.startswith("forward raised RuntimeError: ")
+    assert "cannot be multiplied" in result.error and "\n" not in result.error
+    assert result.error_location is not None
+    assert (result.error_location.line, result.error_location.function) == (12, "forward")
+
+
+def test_syntax_error_and_missing_model_new(
+    benchmarker: Benchmarker, fast_config: EvalConfig, sources, evaluate_files
+) -> None:
+    ref, candidate = sources
+    honest = candidate("honest")
+    broken_line = "        return x +"
+    source = honest.replace("        return torch.relu(x * self.w + self.b)", broken_line)
+    broken = benchmarker.evaluate(ref("scale_add"), source, fast_config)
+    assert (broken.compiled, broken.stage) == (False, "import")
+    assert broken.error.startswith("import failed: SyntaxError")
+    assert broken.error_location is not None
+    assert broken.error_location.line == source.splitlines().index(broken_line) + 1
+    missing = evaluate_files("scale_add", "no_model_new")
+    assert (missing.compiled, missing.stage) == (False, "import")
+    assert missing.error == "candidate defines no ModelNew"
+
+
+def test_broken_reference_is_not_blamed_on_the_candidate(evaluate_files) -> None:
+    result = evaluate_files("missing_init_inputs", "honest")
+    assert (result.correct, result.stage) == (False, "reference")
+    assert "get_init_inputs" in result.error and "not the candidate's fault" in result.error
+
+
+HAS_CUDA = Path("/dev/nvidiactl").exists() and _torch_has_cuda()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+@pytest.mark.timeout(900)
+def test_gpu_honest_candidate_and_illegal_memory_access(evaluate_files, assert_still_works) -> None:
+    honest = evaluate_files("scale_add", "honest", device="cuda")
+    assert honest.correct and honest.device == "cuda", honest.summary()
+    assert honest.host_ms is not None and 0.2 < honest.speedup < 5.0
+    crashed = evaluate_files(
+        "scale_add", "cuda_illegal_access", device="cuda", compile_timeout_s=600
+    )
+    assert (crashed.compiled, crashed.correct, crashed.stage) == (True, False, "runtime")
+    assert "illegal memory access" in crashed.error
+    assert_still_works()

@@ -85,6 +85,21 @@ FLAGGED: dict[str, list[str]] = {
         "import sys\ncaller = sys._getframe(1)",
         "import gc\nobjs = gc.get_objects()",
     ],
+    "imports_harness": [
+        "import engine.bench.correctness as harness",
+        "from engine.bench import timing",
+    ],
+    "torch_patch": [
+        "import torch\ntorch.relu = lambda t: t * 0",
+        "import torch.nn.functional as F\nF.gelu = my_gelu",
+        "import torch\nsetattr(torch.Tensor, 'add', f)",
+        "import torch\ntorch.backends.cuda.matmul.allow_tf32 = True",
+    ],
+    "raw_memory_access": [
+        "import ctypes\nctypes.string_at(0)",
+        "import ctypes\nctypes.memmove(dst, src, n)",
+        "import ctypes\nvalue = ctypes.c_int64.from_address(addr)",
+    ],
 }
 
 HONEST_SNIPPETS = [
@@ -95,6 +110,8 @@ HONEST_SNIPPETS = [
     "try:\n    f()\nexcept ValueError:\n    raise",  # re-raising hides nothing
     "import torch\ns = torch.cuda.current_stream()",
     "x = {'time': 1}\nx['time'] = 2",
+    "import torch\nclass M(torch.nn.Module):\n    def f(self):\n        self.relu = torch.relu",
+    "import ctypes\nlib = ctypes.CDLL('./kernel.so')",  # loading a library is fine
 ]
 
 
@@ -148,6 +165,8 @@ def test_adversarial_test_candidates_are_flagged() -> None:
         "timer_patch.py": "timer_patch",
         "subclass.py": "tensor_subclass",
         "background_thread.py": "threading",
+        "patch_harness.py": "imports_harness",
+        "torch_patch.py": "torch_patch",
     }
     for name, flag in expected.items():
         path = folder / name

@@ -15,10 +15,11 @@ A reply is one of:
 - ``"text"``: a plain assistant message;
 - ``FakeReply(text=..., reasoning=...)``: text plus reasoning, returned as
   ``reasoning_content`` on the message (non-streaming) or on the deltas (streaming),
-  as vLLM and DeepSeek do;
+  as vLLM and DeepSeek do (``reasoning_field="reasoning"`` for the OpenRouter/Ollama name);
 - ``FakeReply(status=429, retry_after=0)``: an HTTP error (429/500/503 ...) with an
   OpenAI-style error body, optionally with a ``Retry-After`` header;
-- ``FakeReply(text=..., delay_s=5)``: a reply sent only after a delay (client timeouts).
+- ``FakeReply(text=..., delay_s=5)``: a reply sent only after a delay (client timeouts);
+- ``FakeReply(text=..., drop_stream_after=3)``: a stream cut after 3 SSE events.
 
 When a list script runs out, the server answers HTTP 500 ``"fake script exhausted"``
 (and records it), so a test that makes more calls than it scripted fails loudly.
@@ -60,6 +61,7 @@ class FakeReply:
 
     text: str = ""
     reasoning: str | None = None
+    reasoning_field: str = "reasoning_content"  # or "reasoning" (OpenRouter, newer Ollama)
     status: int = 200
     delay_s: float = 0.0
     retry_after: float | None = None  # seconds, sent as a Retry-After header
@@ -69,6 +71,7 @@ class FakeReply:
     finish_reason: str = "stop"
     model: str | None = None  # default: the model the request asked for
     chunk_chars: int = 16  # streaming: characters per content delta
+    drop_stream_after: int | None = None  # streaming: close the connection after N events
 
 
 ReplySpec = str | FakeReply
@@ -305,7 +308,10 @@ def _make_handler(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
             self.send_header("Cache-Control", "no-cache")
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-            for event in _stream_events(body, reply):
+            for index, event in enumerate(_stream_events(body, reply)):
+                if reply.drop_stream_after is not None and index >= reply.drop_stream_after:
+                    self.close_connection = True  # mid-stream failure: no terminating chunk
+                    return
                 data = f"data: {event}\n\n".encode()
                 self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
                 self.wfile.flush()
@@ -330,7 +336,7 @@ def _usage(body: dict[str, Any], reply: FakeReply) -> dict[str, int]:
 def _completion(body: dict[str, Any], reply: FakeReply) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": reply.text}
     if reply.reasoning is not None:
-        message["reasoning_content"] = reply.reasoning
+        message[reply.reasoning_field] = reply.reasoning
     return {
         "id": "chatcmpl-fake",
         "object": "chat.completion",
@@ -365,7 +371,7 @@ def _stream_events(body: dict[str, Any], reply: FakeReply) -> Iterator[str]:
 
     yield chunk({"role": "assistant", "content": ""})
     for piece in _pieces(reply.reasoning or "", reply.chunk_chars):
-        yield chunk({"reasoning_content": piece})
+        yield chunk({reply.reasoning_field: piece})
     for piece in _pieces(reply.text, reply.chunk_chars):
         yield chunk({"content": piece})
     yield chunk({}, reply.finish_reason)

@@ -150,10 +150,12 @@ async def lsp_session(
     capabilities: types.ClientCapabilities | None = None,
     options: dict[str, Any] | None = None,
     configuration: dict[str, Any] | None = None,
+    server_args: list[str] | None = None,
 ) -> AsyncIterator[Session]:
     """Start `python -m stark_lsp`, initialize it with `root` as the workspace, and
     always shut it down (which cancels any job still running)."""
-    client = await ClientServerConfig(server_command=SERVER_COMMAND).start()
+    command = [*SERVER_COMMAND, *(server_args or [])]
+    client = await ClientServerConfig(server_command=command).start()
     _fix_code_action_union(client)
     session = Session(client=client, root=root)
     if configuration is not None:

@@ -30,32 +30,45 @@ async def test_cancel_kills_the_whole_process_tree(workspace: Path) -> None:
         uri = session.open(workspace / "tiny_ref.py")
         job_id = (await session.command("stark.optimize", {"uri": uri, "rounds": 50}))["jobId"]
         running = await session.wait_for(
-            lambda: [u for u in session.updates_for(job_id) if u["state"] == "running" and u["pid"]],
+            lambda: [
+                u for u in session.updates_for(job_id) if u["state"] == "running" and u["pid"]
+            ],
             60,
             "the job to run",
         )
         pid = running[0]["pid"]
         # wait until the engine has started the benchmarker's fork server (its own session)
         tree = await session.wait_for(
-            lambda: (t := procs.process_tree(pid)) and len(set(t.values())) >= 2 and t, 120, "fork server"
+            lambda: (t := procs.process_tree(pid)) and len(set(t.values())) >= 2 and t,
+            120,
+            "fork server",
         )
         answer = await session.command("stark.cancel", {"jobId": job_id})
         assert answer == {"jobId": job_id, "state": "cancelled"}
         assert session.updates_for(job_id)[-1]["state"] == "cancelled"
         for _ in range(50):  # reaping is quick but not instant
-            if not any(procs.alive(p) for p in tree) and not any(procs.group_alive(g) for g in set(tree.values())):
+            if not any(procs.alive(p) for p in tree) and not any(
+                procs.group_alive(g) for g in set(tree.values())
+            ):
                 break
             await asyncio.sleep(0.1)
         assert [p for p in tree if procs.alive(p)] == []
         assert [g for g in set(tree.values()) if procs.group_alive(g)] == []
         reports = session.client.progress_reports[f"stark/{job_id}"]
-        assert isinstance(reports[-1], types.WorkDoneProgressEnd) and "cancelled" in reports[-1].message
+        assert (
+            isinstance(reports[-1], types.WorkDoneProgressEnd)
+            and "cancelled" in reports[-1].message
+        )
 
         # a client-side cancel of the progress stops a job too
         second = (await session.command("stark.optimize", {"uri": uri, "rounds": 50}))["jobId"]
         token = f"stark/{second}"
-        await session.wait_for(lambda: session.client.progress_reports.get(token), 30, "progress begin")
-        session.client.window_work_done_progress_cancel(types.WorkDoneProgressCancelParams(token=token))
+        await session.wait_for(
+            lambda: session.client.progress_reports.get(token), 30, "progress begin"
+        )
+        session.client.window_work_done_progress_cancel(
+            types.WorkDoneProgressCancelParams(token=token)
+        )
         final = await session.wait_job(second, timeout=60)
         assert final["state"] == "cancelled"
 
@@ -73,7 +86,9 @@ async def test_watch_reruns_on_disk_change_debounced_newer_cancels_older(workspa
         assert (workspace / "sub" / "ref_glob.py").resolve().as_uri() in watching["watching"]
 
         def watch_jobs() -> list[str]:
-            return list(dict.fromkeys(u["jobId"] for u in session.job_updates if u["origin"] == "watch"))
+            return list(
+                dict.fromkeys(u["jobId"] for u in session.job_updates if u["origin"] == "watch")
+            )
 
         # two quick writes from "another tool": one run (debounced)
         kernel.write_text(WRONG_KERNEL.format(scale="1.6"))
@@ -81,7 +96,9 @@ async def test_watch_reruns_on_disk_change_debounced_newer_cancels_older(workspa
         kernel.write_text(WRONG_KERNEL.format(scale="1.7"))
         (first,) = await session.wait_for(watch_jobs, 30, "a watch-triggered run")
         await session.wait_for(
-            lambda: any(u["state"] == "running" for u in session.updates_for(first)), 30, "run start"
+            lambda: any(u["state"] == "running" for u in session.updates_for(first)),
+            30,
+            "run start",
         )
         # a newer change cancels the older run for that file
         kernel.write_text(WRONG_KERNEL.format(scale="1.8"))
@@ -90,7 +107,11 @@ async def test_watch_reruns_on_disk_change_debounced_newer_cancels_older(workspa
         second = watch_jobs()[1]
         final = await session.wait_job(second, timeout=240)
         assert final["state"] == "done" and final["verdict"]["correct"] is False
-        await session.wait_for(lambda: [d for d in session.client.diagnostics.get(uri, []) if d.data], 10, "diagnostics")
+        await session.wait_for(
+            lambda: [d for d in session.client.diagnostics.get(uri, []) if d.data],
+            10,
+            "diagnostics",
+        )
 
         # the editor saving its own text is not a change "outside the editor"
         text = WRONG_KERNEL.format(scale="1.9")
@@ -107,3 +128,26 @@ async def test_watch_reruns_on_disk_change_debounced_newer_cancels_older(workspa
 
         unwatched = await session.command("stark.unwatch", {"uri": uri})
         assert uri not in unwatched["watching"]
+
+
+async def test_stopping_the_server_ends_its_jobs(workspace: Path) -> None:
+    """An editor that goes away (SIGTERM, or stdin closed) must not leave engines behind."""
+    async with lsp_session(workspace) as session:
+        uri = session.open(workspace / "tiny_ref.py")
+        job_id = (await session.command("stark.optimize", {"uri": uri, "rounds": 50}))["jobId"]
+        running = await session.wait_for(
+            lambda: [
+                u for u in session.updates_for(job_id) if u["state"] == "running" and u["pid"]
+            ],
+            60,
+            "the job to run",
+        )
+        pid = running[0]["pid"]
+        tree = await session.wait_for(lambda: procs.process_tree(pid), 10, "the engine process")
+        session.client._server.terminate()  # SIGTERM, no shutdown request
+        await asyncio.wait_for(session.client._server.wait(), 30)
+        for _ in range(50):
+            if not any(procs.alive(p) for p in tree):
+                break
+            await asyncio.sleep(0.1)
+        assert [p for p in tree if procs.alive(p)] == []

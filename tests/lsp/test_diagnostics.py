@@ -32,7 +32,7 @@ class ModelNew(nn.Module):
         return x
 '''
 
-RUNTIME_KERNEL = '''\
+RUNTIME_KERNEL = """\
 # stark: reference=tiny_ref.py
 import torch
 import torch.nn as nn
@@ -46,9 +46,9 @@ class ModelNew(nn.Module):
         y = x * 1.5 + 0.25
         raise RuntimeError("kernel launch failed: bad grid")
         return y
-'''
+"""
 
-WRONG_KERNEL = '''\
+WRONG_KERNEL = """\
 # stark: reference=tiny_ref.py
 import torch
 import torch.nn as nn
@@ -57,7 +57,7 @@ import torch.nn as nn
 class ModelNew(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.clamp(x * 1.5, -0.5, 2.0)
-'''
+"""
 
 
 def _line_of(text: str, needle: str) -> int:
@@ -71,7 +71,9 @@ async def test_reference_diagnostics_on_open_and_change(workspace: Path) -> None
         uri = session.open(path, broken)
         await session.wait_for(lambda: session.client.diagnostics.get(uri), 10, "diagnostics")
         (diag,) = session.client.diagnostics[uri]
-        assert diag.code == "syntax-error" and diag.range.start.line == _line_of(broken, "y = x * (1.5")
+        assert diag.code == "syntax-error" and diag.range.start.line == _line_of(
+            broken, "y = x * (1.5"
+        )
         assert diag.source == "stark"
 
         no_inputs = TINY_REFERENCE.replace("def get_inputs()", "def make_inputs()")
@@ -98,8 +100,11 @@ async def test_failing_kernels_after_verification_and_debug_fix(workspace: Path)
         paths[name].write_text(text)
     async with lsp_session(workspace, options={"maxConcurrentJobs": 3}) as session:
         uris = {name: session.open(path) for name, path in paths.items()}
-        jobs = {name: (await session.command("stark.verify", {"uri": uri}))["jobId"] for name, uri in uris.items()}
-        for name, job_id in jobs.items():
+        jobs = {
+            name: (await session.command("stark.verify", {"uri": uri}))["jobId"]
+            for name, uri in uris.items()
+        }
+        for job_id in jobs.values():
             final = await session.wait_job(job_id, timeout=240)
             assert final["state"] == "done", final
             assert final["verdict"]["correct"] is False
@@ -116,7 +121,9 @@ async def test_failing_kernels_after_verification_and_debug_fix(workspace: Path)
         assert compile_diags[0].range.start.line == _line_of(COMPILE_KERNEL, "    return y;")
         assert "expected" in compile_diags[0].message and "main.cpp:4" in compile_diags[0].message
         data = compile_diags[0].data
-        assert data["jobId"] == jobs["compile"] and data["uri"] == uris["compile"] and "nodeId" in data
+        assert (
+            data["jobId"] == jobs["compile"] and data["uri"] == uris["compile"] and "nodeId" in data
+        )
         labels = [r.message for r in compile_diags[0].related_information]
         assert labels == ["full verification log", "standalone verify script"]
         log_uri = compile_diags[0].related_information[0].location.uri
@@ -136,10 +143,16 @@ async def test_failing_kernels_after_verification_and_debug_fix(workspace: Path)
         hover = await session.client.text_document_hover_async(
             types.HoverParams(
                 text_document=types.TextDocumentIdentifier(uri=uris["runtime"]),
-                position=types.Position(line=_line_of(RUNTIME_KERNEL, "class ModelNew"), character=7),
+                position=types.Position(
+                    line=_line_of(RUNTIME_KERNEL, "class ModelNew"), character=7
+                ),
             )
         )
-        assert hover is not None and "incorrect" in hover.contents.value and "bad grid" in hover.contents.value
+        assert (
+            hover is not None
+            and "incorrect" in hover.contents.value
+            and "bad grid" in hover.contents.value
+        )
 
         # quick fix on the failing diagnostic -> the real debug agent -> an edit to accept
         actions = await session.client.text_document_code_action_async(
@@ -164,5 +177,7 @@ async def test_failing_kernels_after_verification_and_debug_fix(workspace: Path)
         assert proposal.edit.change_annotations["stark"].needs_confirmation is True
         (doc_edit,) = proposal.edit.document_changes
         new_text = doc_edit.edits[0].new_text
-        assert new_text.startswith("# stark: reference=tiny_ref.py") and "class ModelNew" in new_text
+        assert (
+            new_text.startswith("# stark: reference=tiny_ref.py") and "class ModelNew" in new_text
+        )
         assert "raise RuntimeError" not in new_text

@@ -99,6 +99,32 @@ async def test_optimize_progress_notifications_lens_action_apply(workspace: Path
         assert hover is not None and "STARK verdict: correct" in hover.contents.value
         assert "median" in hover.contents.value and job_id in hover.contents.value
 
+        # a search node's verdict shows up when its file is opened, linked to its trace
+        for node in final["tree"]:
+            if not node["kernelUri"]:
+                continue
+            node_path = Path(node["kernelUri"].removeprefix("file://"))
+            node_uri = session.open(node_path)
+            if node["buggy"]:
+                found = await session.wait_for(
+                    lambda u=node_uri: [d for d in session.client.diagnostics.get(u, []) if d.data],
+                    10,
+                    f"node {node['id']} diagnostics",
+                )
+                assert found[0].data["nodeId"] == node["id"] and found[0].data["jobId"] == job_id
+                labels = [r.message for r in found[0].related_information or []]
+                assert "full verification log" in labels and "standalone verify script" in labels
+            else:
+                text = node_path.read_text().splitlines()
+                line = next(i for i, t in enumerate(text) if t.startswith("class ModelNew"))
+                hover = await session.client.text_document_hover_async(
+                    types.HoverParams(
+                        text_document=types.TextDocumentIdentifier(uri=node_uri),
+                        position=types.Position(line=line, character=8),
+                    )
+                )
+                assert hover is not None and f"node {node['id']}" in hover.contents.value
+
         # the server process never imported torch
         info = await session.command("stark.serverInfo")
         assert info["torchLoaded"] is False

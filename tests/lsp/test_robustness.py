@@ -153,3 +153,70 @@ async def test_settings_from_workspace_configuration(workspace: Path) -> None:
         assert info["settings"]["rounds"] == 4 and info["settings"]["max_concurrent_jobs"] == 3
         assert "sk-test-123" not in json.dumps(info)
         assert info["settings"]["api_key"] == "<set>"
+
+
+SLOW_DYING_ENGINE = """\
+import sys, time
+time.sleep(1.5)
+print("engine: crashed", file=sys.stderr, flush=True)
+sys.exit(1)
+"""
+
+
+async def test_queue_one_job_per_reference_and_json_less_verdicts(workspace: Path) -> None:
+    engine = workspace / "slow_engine.py"
+    engine.write_text(SLOW_DYING_ENGINE)
+    (workspace / "other_ref.py").write_text((workspace / "tiny_ref.py").read_text())
+    (workspace / "k.py").write_text(
+        "# stark: reference=tiny_ref.py\nclass ModelNew:\n    def forward(self, x):\n        return x\n"
+    )
+    options = {"engineCommand": [sys.executable, str(engine)], "maxConcurrentJobs": 1}
+    async with lsp_session(workspace, options=options) as session:
+        first_uri = (workspace / "tiny_ref.py").resolve().as_uri()
+        first = (await session.command("stark.optimize", {"uri": first_uri}))["jobId"]
+        await _expect_error(
+            session, "stark.optimize", {"uri": first_uri}, match=f"{first} is already"
+        )
+        second = (
+            await session.command("stark.optimize", {"uri": (workspace / "other_ref.py").as_uri()})
+        )["jobId"]
+        final_first = await session.wait_job(first, timeout=60)
+        final_second = await session.wait_job(second, timeout=60)
+        assert final_first["state"] == final_second["state"] == "failed"
+        # the second job only ran once the first had finished (maxConcurrentJobs = 1)
+        order = [(u["jobId"], u["state"]) for u in session.job_updates]
+        assert order.index((second, "running")) > order.index((first, "failed"))
+        assert order.index((second, "queued")) < order.index((first, "failed"))
+
+        verify = (await session.command("stark.verify", {"uri": (workspace / "k.py").as_uri()}))[
+            "jobId"
+        ]
+        final = await session.wait_job(verify, timeout=60)
+        assert final["state"] == "failed"
+        assert (
+            final["error"] == "engine exited with status 1 without a JSON verdict: engine: crashed"
+        )
+
+
+async def test_api_key_never_reaches_the_log_or_the_client(workspace: Path) -> None:
+    key = "sk-test-do-not-log-4242"
+    log_file = workspace / "server.log"
+    engine = workspace / "dying_engine.py"
+    engine.write_text(DYING_ENGINE)
+    options = {"apiKey": key, "engineCommand": [sys.executable, str(engine)]}
+    args = ["--log-file", str(log_file), "--log-level", "DEBUG"]
+    async with lsp_session(workspace, options=options, server_args=args) as session:
+        uri = session.open(workspace / "tiny_ref.py")
+        job = (await session.command("stark.optimize", {"uri": uri}))["jobId"]
+        await session.wait_job(job, timeout=60)
+        await _expect_error(
+            session, "stark.optimize", {"uri": uri, "bogus": key}, match="unknown argument"
+        )
+        info = await session.command("stark.serverInfo")
+        seen_by_client = json.dumps(
+            [info, session.job_updates, [m.message for m in session.client.messages]]
+        )
+    logged = log_file.read_text()
+    assert "settings from initializationOptions" in logged  # the log is really written
+    assert key not in logged
+    assert key not in seen_by_client

@@ -87,8 +87,8 @@ def test_offline_agent_end_to_end_and_deterministic(tmp_path: Path, tiny_referen
         assert "ModelNew" in Path(node["code_path"]).read_text()
     # the plan prompt carries the benchmarker's profile of the selected node
     plans = sorted((first / "evaluation" / "llm_io").glob("*_plan_prompt.md"))
-    if plans and state["tree"]["nodes"][0]["metrics"]["profile"]:
-        assert "self time (ms)" in plans[0].read_text()
+    assert state["tree"]["nodes"][0]["metrics"]["profile"], "the seed was profiled"
+    assert plans and "self time (ms)" in plans[0].read_text()
 
     summary2 = run_search(tmp_path / "second", tiny_reference, ReplayBenchmarker(recorder.verdicts))
     assert shape(tmp_path / "second") == shape(first)

@@ -15,7 +15,7 @@ import pytest
 
 from tests.search.conftest import QUICK
 
-ROUNDS = 5
+ROUNDS = 3
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -48,7 +48,7 @@ def test_kill9_then_resume(tmp_path: Path, tiny_reference: Path, clean_agent_env
         "--events",
         "jsonl",
         "--timing-budget",
-        "0.5",
+        "0.3",
         *QUICK[2:],
         env=env,
     )

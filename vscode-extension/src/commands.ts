@@ -67,17 +67,20 @@ async function resolveJob(
     none: string,
 ): Promise<Job | undefined> {
     if (isSearchElement(arg)) {
-        return model.get(arg.jobId);
+        const job = model.byKey(arg.job);
+        if (job?.stale) {
+            // The new server may reuse this id for another job: never send it.
+            void vscode.window.showWarningMessage(
+                `STARK: ${jobLabel(job)} ran on a language server that has since restarted; it can be viewed and diffed, no longer changed.`,
+            );
+            return undefined;
+        }
+        return job;
     }
     const uri = arg instanceof vscode.Uri ? arg : vscode.window.activeTextEditor?.document.uri;
-    const jobs = model.jobs().filter(candidates);
-    if (arg instanceof vscode.Uri || uri !== undefined) {
-        const forFile = jobs.filter((j) => uri !== undefined && (j.uri === uri.toString() || j.referenceUri === uri.toString()));
-        if (forFile.length > 0) {
-            return forFile[0]; // newest first
-        }
-    }
-    return pickJob(jobs, placeHolder, none);
+    const jobs = model.jobs().filter((j) => !j.stale && candidates(j));
+    const forFile = uri === undefined ? [] : jobs.filter((j) => j.uri === uri.toString() || j.referenceUri === uri.toString());
+    return forFile.length > 0 ? forFile[0] : pickJob(jobs, placeHolder, none); // newest first
 }
 
 function resolveFileUri(model: JobsModel, command: string, arg: unknown): vscode.Uri | undefined {
@@ -87,7 +90,7 @@ function resolveFileUri(model: JobsModel, command: string, arg: unknown): vscode
     } else if (typeof arg === 'string') {
         uri = vscode.Uri.parse(arg);
     } else if (isSearchElement(arg)) {
-        const job = model.get(arg.jobId);
+        const job = model.byKey(arg.job);
         uri = job && vscode.Uri.parse(command === 'stark.optimize' ? job.referenceUri : job.uri);
     } else {
         uri = vscode.window.activeTextEditor?.document.uri;
@@ -165,9 +168,11 @@ export function executeCommandMiddleware(model: JobsModel, client: () => Languag
 
 /** The node a diff/open command is about: a node element, a job's best, or a pick. */
 async function resolveNode(model: JobsModel, arg: unknown): Promise<{ job: Job; nodeId: number } | undefined> {
-    if (isSearchElement(arg) && arg.kind === 'node') {
-        const job = model.get(arg.jobId);
-        return job && { job, nodeId: arg.nodeId };
+    // Viewing is fine for any job, a restarted server's included.
+    if (isSearchElement(arg)) {
+        const job = model.byKey(arg.job);
+        const nodeId = arg.kind === 'node' ? arg.nodeId : job && bestNode(job)?.id;
+        return job && nodeId !== undefined ? { job, nodeId } : undefined;
     }
     const job = await resolveJob(
         model,

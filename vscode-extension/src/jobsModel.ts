@@ -52,6 +52,8 @@ export interface JobUpdate {
 }
 
 export interface Job extends JobUpdate {
+    /** Unique in this window, across server restarts (a new server reuses job ids). */
+    readonly key: string;
     /** From a server process that has since been restarted: its ids mean nothing to the new one. */
     readonly stale: boolean;
     /** Arrival order of the job's first update, so newer jobs sort first. */
@@ -262,7 +264,7 @@ export function nodeIconKind(job: JobUpdate, node: CandidateNode): NodeIconKind 
 
 /** Whether "Apply best" makes sense: a finished job of the live server with a correct candidate. */
 export function canApply(job: Job): boolean {
-    return !job.stale && job.state === 'done' && bestNode(job) !== undefined;
+    return !job.stale && job.kind === 'optimize' && job.state === 'done' && bestNode(job) !== undefined;
 }
 
 /** Status bar text for the running jobs, or undefined when nothing runs (the item hides). */
@@ -302,11 +304,17 @@ export interface Disposable {
     dispose(): void;
 }
 
-/** All jobs this window knows about, keyed by job id. */
+/** All jobs this window knows about, across server restarts. */
 export class JobsModel {
-    private readonly byKey = new Map<string, Job>();
+    private readonly entries = new Map<string, Job>();
     private readonly listeners = new Set<(change: JobChange | undefined) => void>();
     private sequence = 0;
+    /** Bumped when the server restarts, so a reused job id names a new job. */
+    private generation = 0;
+
+    private keyOf(jobId: JobId): string {
+        return `${this.generation}:${jobKey(jobId)}`;
+    }
 
     /**
      * Apply one `stark/jobUpdated` payload. `live` is false for the snapshot taken from
@@ -314,14 +322,15 @@ export class JobsModel {
      */
     update(raw: unknown, live = true): JobChange {
         const update = parseJobUpdate(raw);
-        const key = jobKey(update.jobId);
-        const previous = this.byKey.get(key);
+        const key = this.keyOf(update.jobId);
+        const previous = this.entries.get(key);
         const job: Job = {
             ...update,
+            key,
             stale: false,
             sequence: previous?.sequence ?? ++this.sequence,
         };
-        this.byKey.set(key, job);
+        this.entries.set(key, job);
         const wasFinished = previous !== undefined && !previous.stale && isTerminal(previous.state);
         const finished =
             live && !wasFinished && (job.state === 'done' || job.state === 'failed') ? job.state : undefined;
@@ -330,13 +339,19 @@ export class JobsModel {
         return change;
     }
 
+    /** The live server's job with this id. */
     get(jobId: JobId): Job | undefined {
-        return this.byKey.get(jobKey(jobId));
+        return this.entries.get(this.keyOf(jobId));
+    }
+
+    /** Any job, stale ones included, by its window-unique key (what tree elements carry). */
+    byKey(key: string): Job | undefined {
+        return this.entries.get(key);
     }
 
     /** Newest first. */
     jobs(): Job[] {
-        return [...this.byKey.values()].sort((a, b) => b.sequence - a.sequence);
+        return [...this.entries.values()].sort((a, b) => b.sequence - a.sequence);
     }
 
     activeJobs(): Job[] {
@@ -345,10 +360,6 @@ export class JobsModel {
 
     jobsForUri(uri: string): Job[] {
         return this.jobs().filter((j) => j.uri === uri);
-    }
-
-    node(jobId: JobId, nodeId: number): CandidateNode | undefined {
-        return this.get(jobId)?.tree.find((n) => n.id === nodeId);
     }
 
     /** Children of `parentId` (null: the roots), in id order; orphans count as roots. */
@@ -375,11 +386,12 @@ export class JobsModel {
 
     /** The server restarted: its job ids are gone, and a job that was running has stopped. */
     markStale(): void {
+        this.generation++;
         let changed = false;
-        for (const [key, job] of this.byKey) {
+        for (const [key, job] of this.entries) {
             if (!job.stale) {
                 const state: JobState = isTerminal(job.state) ? job.state : 'cancelled';
-                this.byKey.set(key, { ...job, state, stale: true });
+                this.entries.set(key, { ...job, state, stale: true });
                 changed = true;
             }
         }
@@ -390,9 +402,9 @@ export class JobsModel {
 
     /** Forget finished jobs (the "Clear finished jobs" button); running ones stay. */
     clearFinished(): void {
-        for (const [key, job] of this.byKey) {
+        for (const [key, job] of this.entries) {
             if (!isActive(job)) {
-                this.byKey.delete(key);
+                this.entries.delete(key);
             }
         }
         this.emit(undefined);

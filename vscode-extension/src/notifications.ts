@@ -35,7 +35,7 @@ export class CompletionNotifier implements vscode.Disposable {
             speedup !== null && speedup > 1
                 ? `STARK: ${name}: the best kernel is ${formatSpeedup(speedup)} faster (round ${best.round}).`
                 : `STARK: ${name}: no candidate beat the reference (best ${formatSpeedup(speedup)}).`;
-        const element: SearchElement = { kind: 'node', jobId: job.jobId, nodeId: best.id };
+        const element: SearchElement = { kind: 'node', job: job.key, nodeId: best.id };
         const choice = await vscode.window.showInformationMessage(message, 'Apply', 'Show diff');
         if (choice === 'Apply') {
             await vscode.commands.executeCommand('stark.applyBest', { jobId: job.jobId });

@@ -1,20 +1,22 @@
 /**
- * The language server process: `<python> -m stark_lsp` over stdio.
- *
- * The interpreter is `stark.interpreter`, else the Python extension's active environment
- * (when that extension is installed), else `python3`. The server restarts when the
+ * The language server process: `<python> -P -m stark_lsp` over stdio, with the interpreter
+ * from interpreter.ts. The server restarts when the
  * interpreter, the Python environment, the API key or workspace trust changes; every other
  * `stark.*` change is pushed to the running server (`workspace/didChangeConfiguration`) and
  * applies to new jobs, so a settings tweak never kills a running search.
  */
-import { PythonExtension } from '@vscode/python-extension';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
 import * as vscode from 'vscode';
 import {
     CloseAction,
+    type CloseHandlerResult,
     DidChangeConfigurationNotification,
     ErrorAction,
     ExecuteCommandRequest,
     MessageType,
+    RevealOutputChannelOn,
     type ShowMessageParams,
     ShowMessageNotification,
     ResponseError,
@@ -27,9 +29,10 @@ import {
 } from 'vscode-languageclient/node';
 
 import { SERVER_COMMANDS } from './commands';
+import { type Interpreter, firstWorkspaceFolder, pythonApi, resolveInterpreter } from './interpreter';
 import { type JobsModel } from './jobsModel';
 import { type ApiKeyStore, type RedactingLogChannel } from './secrets';
-import { RESTART_SETTINGS, SERVER_SETTINGS, defaultInterpreter, expandInterpreterPath, serverSettings } from './settings';
+import { RESTART_SETTINGS, SERVER_ARGS, SERVER_SETTINGS, serverSettings } from './settings';
 import { type JobStatusBar } from './statusBar';
 import { isTrusted } from './trust';
 
@@ -37,50 +40,6 @@ export const CLIENT_ID = 'stark';
 const JOB_UPDATED = 'stark/jobUpdated';
 const MAX_CRASHES = 3;
 const CRASH_WINDOW_MS = 3 * 60_000;
-
-export interface Interpreter {
-    readonly command: string;
-    readonly source: string;
-}
-
-function firstWorkspaceFolder(): vscode.WorkspaceFolder | undefined {
-    return vscode.workspace.workspaceFolders?.[0];
-}
-
-/** The Python extension's API, or undefined when it is absent or broken (it is optional). */
-async function pythonApi(log: vscode.LogOutputChannel): Promise<PythonExtension | undefined> {
-    if (vscode.extensions.getExtension('ms-python.python') === undefined) {
-        return undefined;
-    }
-    try {
-        return await PythonExtension.api();
-    } catch (error) {
-        log.warn(`Python extension API unavailable: ${String(error)}`);
-        return undefined;
-    }
-}
-
-export async function resolveInterpreter(log: vscode.LogOutputChannel): Promise<Interpreter> {
-    const folder = firstWorkspaceFolder();
-    const setting = vscode.workspace.getConfiguration('stark', folder).get<string>('interpreter', '').trim();
-    if (setting !== '') {
-        return { command: expandInterpreterPath(setting, folder?.uri.fsPath), source: 'the stark.interpreter setting' };
-    }
-    const api = await pythonApi(log);
-    if (api !== undefined) {
-        try {
-            const envPath = api.environments.getActiveEnvironmentPath(folder?.uri);
-            const env = await api.environments.resolveEnvironment(envPath);
-            const executable = env?.executable.uri?.fsPath;
-            if (executable) {
-                return { command: executable, source: "the Python extension's active environment" };
-            }
-        } catch (error) {
-            log.warn(`Could not read the Python extension's active environment: ${String(error)}`);
-        }
-    }
-    return { command: defaultInterpreter(), source: 'the default (no stark.interpreter, no Python extension environment)' };
-}
 
 export interface StarkServerOptions {
     readonly log: RedactingLogChannel;
@@ -96,6 +55,8 @@ export class StarkServer implements vscode.Disposable {
     /** Serialises start/stop/restart so they never overlap. */
     private queue: Promise<unknown> = Promise.resolve();
     private crashes: number[] = [];
+    /** A queued restart that has not begun yet: later requests join it instead of piling up. */
+    private pendingRestart: Promise<void> | undefined;
     private fallbackCommands: vscode.Disposable[] = [];
     private readonly disposables: vscode.Disposable[] = [];
     private disposed = false;
@@ -132,14 +93,12 @@ export class StarkServer implements vscode.Disposable {
             }
         }
         this.options.log.info(`Restarting the language server: ${reason}.`);
-        await this.enqueue(async () => {
+        this.pendingRestart ??= this.enqueue(async () => {
+            this.pendingRestart = undefined; // from here on, a new request needs a new restart
             await this.doStop();
             await this.doStart();
         });
-    }
-
-    stop(): Promise<void> {
-        return this.enqueue(() => this.doStop());
+        await this.pendingRestart;
     }
 
     private enqueue<T>(task: () => Promise<T>): Promise<T> {
@@ -154,11 +113,19 @@ export class StarkServer implements vscode.Disposable {
         }
         const { log, statusBar } = this.options;
         this.interpreter = await resolveInterpreter(log);
+        if (path.isAbsolute(this.interpreter.command) && !fs.existsSync(this.interpreter.command)) {
+            this.serverIsDown(
+                `STARK: the Python interpreter ${this.interpreter.command} (from ${this.interpreter.source}) does not exist. ` +
+                    'Set stark.interpreter to a Python environment where STARK is installed.',
+            );
+            this.installFallbackCommands();
+            return;
+        }
         const apiKey = await this.options.apiKeys.get();
         const folder = firstWorkspaceFolder();
         const serverOptions: ServerOptions = {
             command: this.interpreter.command,
-            args: ['-m', 'stark_lsp'],
+            args: [...SERVER_ARGS],
             transport: TransportKind.stdio,
             options: { cwd: folder?.uri.fsPath, env: { ...process.env, PYTHONUNBUFFERED: '1', PYTHONIOENCODING: 'utf-8' } },
         };
@@ -195,8 +162,14 @@ export class StarkServer implements vscode.Disposable {
                     },
                 },
             },
+            // Problems are reported once, by this class, with the log one click away.
+            revealOutputChannelOn: RevealOutputChannelOn.Never,
+            initializationFailedHandler: (error) => {
+                log.error(`Initializing the STARK language server failed: ${error instanceof Error ? error.message : String(error)}`);
+                return false;
+            },
             errorHandler: {
-                error: () => ({ action: ErrorAction.Continue }),
+                error: () => ({ action: ErrorAction.Continue, handled: true }),
                 closed: () => this.onServerClosed(),
             },
             markdown: { isTrusted: false, supportHtml: false },
@@ -221,7 +194,7 @@ export class StarkServer implements vscode.Disposable {
         });
         this.client = client;
         this.disposeFallbackCommands();
-        log.info(`Starting the STARK language server: ${this.interpreter.command} -m stark_lsp (interpreter from ${this.interpreter.source}).`);
+        log.info(`Starting the STARK language server: ${this.interpreter.command} ${SERVER_ARGS.join(' ')} (interpreter from ${this.interpreter.source}).`);
         try {
             await client.start();
         } catch (error) {
@@ -273,17 +246,17 @@ export class StarkServer implements vscode.Disposable {
         }
     }
 
-    private onServerClosed(): { action: CloseAction; message?: string } {
+    private onServerClosed(): CloseHandlerResult {
         const now = Date.now();
         this.crashes = [...this.crashes.filter((t) => now - t < CRASH_WINDOW_MS), now];
         if (this.crashes.length <= MAX_CRASHES) {
             this.options.log.warn(`The STARK language server exited unexpectedly; restarting it (${this.crashes.length}/${MAX_CRASHES}).`);
-            return { action: CloseAction.Restart, message: undefined };
+            return { action: CloseAction.Restart, handled: true };
         }
         const message = `The STARK language server crashed ${this.crashes.length} times in 3 minutes and stays stopped. See the log, then run "STARK: Restart server".`;
         this.serverIsDown(message);
         this.client = undefined;
-        return { action: CloseAction.DoNotRestart, message };
+        return { action: CloseAction.DoNotRestart, handled: true };
     }
 
     private async showServerMessage(params: ShowMessageParams): Promise<void> {

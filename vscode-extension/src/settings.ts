@@ -9,6 +9,13 @@
 import * as os from 'node:os';
 import * as path from 'node:path';
 
+/**
+ * `<python> -P -m stark_lsp`. -P (Python 3.11+, which STARK requires) keeps the working
+ * directory, i.e. the workspace folder, off sys.path: a folder that contains a `stark_lsp` or
+ * `pygls` directory must not be able to replace the server's code, trusted or not.
+ */
+export const SERVER_ARGS: readonly string[] = ['-P', '-m', 'stark_lsp'];
+
 /** Declared settings the server reads (dotted names as in package.json, minus `stark.`). */
 export const SERVER_SETTINGS = [
     'agent',

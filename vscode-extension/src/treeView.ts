@@ -7,7 +7,6 @@ import * as vscode from 'vscode';
 import {
     type CandidateNode,
     type Job,
-    type JobId,
     type JobsModel,
     type JobState,
     type NodeIconKind,
@@ -26,17 +25,20 @@ import {
 
 export const VIEW_ID = 'stark.searchView';
 
-/** Tree elements are plain keys, so a command invoked from the view gets ids, not stale copies. */
+/**
+ * Tree elements are plain keys (the job's window-unique `key`, and a node id), so a command
+ * invoked from the view looks the job up afresh instead of acting on a stale copy.
+ */
 export type SearchElement =
-    | { readonly kind: 'job'; readonly jobId: JobId }
-    | { readonly kind: 'node'; readonly jobId: JobId; readonly nodeId: number };
+    | { readonly kind: 'job'; readonly job: string }
+    | { readonly kind: 'node'; readonly job: string; readonly nodeId: number };
 
 export function isSearchElement(value: unknown): value is SearchElement {
     if (typeof value !== 'object' || value === null) {
         return false;
     }
     const v = value as Record<string, unknown>;
-    return (v['kind'] === 'job' || (v['kind'] === 'node' && typeof v['nodeId'] === 'number')) && v['jobId'] !== undefined;
+    return (v['kind'] === 'job' || (v['kind'] === 'node' && typeof v['nodeId'] === 'number')) && typeof v['job'] === 'string';
 }
 
 const JOB_ICONS: Record<JobState, [string, string | undefined]> = {
@@ -95,33 +97,33 @@ export class SearchTreeProvider implements vscode.TreeDataProvider<SearchElement
 
     getChildren(element?: SearchElement): SearchElement[] {
         if (element === undefined) {
-            return this.model.jobs().map((job) => ({ kind: 'job', jobId: job.jobId }));
+            return this.model.jobs().map((job) => ({ kind: 'job', job: job.key }));
         }
-        const job = this.model.get(element.jobId);
+        const job = this.model.byKey(element.job);
         if (job === undefined) {
             return [];
         }
         const parentId = element.kind === 'job' ? null : element.nodeId;
-        return this.model.children(job, parentId).map((node) => ({ kind: 'node', jobId: job.jobId, nodeId: node.id }));
+        return this.model.children(job, parentId).map((node) => ({ kind: 'node', job: job.key, nodeId: node.id }));
     }
 
     getParent(element: SearchElement): SearchElement | undefined {
         if (element.kind === 'job') {
             return undefined;
         }
-        const job = this.model.get(element.jobId);
+        const job = this.model.byKey(element.job);
         const node = job?.tree.find((n) => n.id === element.nodeId);
         if (job === undefined || node === undefined) {
             return undefined;
         }
         const parentIsNode = node.parent !== null && node.parent !== node.id && job.tree.some((n) => n.id === node.parent);
         return parentIsNode
-            ? { kind: 'node', jobId: job.jobId, nodeId: node.parent }
-            : { kind: 'job', jobId: job.jobId };
+            ? { kind: 'node', job: job.key, nodeId: node.parent }
+            : { kind: 'job', job: job.key };
     }
 
     getTreeItem(element: SearchElement): vscode.TreeItem {
-        const job = this.model.get(element.jobId);
+        const job = this.model.byKey(element.job);
         if (job === undefined) {
             return new vscode.TreeItem('(job no longer known)');
         }
@@ -137,13 +139,17 @@ export class SearchTreeProvider implements vscode.TreeDataProvider<SearchElement
             jobLabel(job),
             job.tree.length > 0 ? vscode.TreeItemCollapsibleState.Expanded : vscode.TreeItemCollapsibleState.None,
         );
-        item.id = `job:${jobKey(job.jobId)}`;
+        item.id = `job:${job.key}`;
         item.description = jobDescription(job);
         item.iconPath = themeIcon(JOB_ICONS[jobIconKind(job)]);
         item.contextValue = jobContextValue(job);
         const tooltip = new vscode.MarkdownString(undefined, true);
         tooltip.appendMarkdown(`**${jobLabel(job)}** · job \`${jobKey(job.jobId)}\`\n\n`);
         tooltip.appendText(jobDescription(job));
+        if (job.error) {
+            tooltip.appendMarkdown('\n\n');
+            tooltip.appendCodeblock(truncate(job.error, 800), 'text');
+        }
         if (job.stale) {
             tooltip.appendMarkdown('\n\nThe server was restarted since this job ran: its kernels can still be opened and diffed, not applied.');
         }
@@ -161,7 +167,7 @@ export class SearchTreeProvider implements vscode.TreeDataProvider<SearchElement
               : vscode.TreeItemCollapsibleState.Collapsed;
         const item = new vscode.TreeItem(nodeLabel(node), collapsible);
         const kind = nodeIconKind(job, node);
-        item.id = `node:${jobKey(job.jobId)}:${node.id}`;
+        item.id = `node:${job.key}:${node.id}`;
         item.description = kind === 'best' ? `#${node.id} · best` : `#${node.id}`;
         item.iconPath = themeIcon(NODE_ICONS[kind]);
         item.contextValue = nodeContextValue(job, node);
@@ -181,7 +187,7 @@ export class SearchTreeProvider implements vscode.TreeDataProvider<SearchElement
         }
         item.tooltip = tooltip;
         if (hasCode(node)) {
-            const element: SearchElement = { kind: 'node', jobId: job.jobId, nodeId: node.id };
+            const element: SearchElement = { kind: 'node', job: job.key, nodeId: node.id };
             item.command = { command: 'stark.openCandidate', title: 'Open kernel', arguments: [element] };
         }
         return item;

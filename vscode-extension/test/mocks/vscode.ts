@@ -3,6 +3,7 @@
  * what the code under test asks of the editor (registered commands, messages shown) so tests
  * can assert on it. Loaded in place of `vscode` by register.ts.
  */
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 export enum TreeItemCollapsibleState {
@@ -104,24 +105,32 @@ export class Uri {
     }
 }
 
-/** What the code under test did through the mock, for assertions. */
+/** What the code under test did through the mock, for assertions; `answers` script the user. */
 export const recorded = {
     commands: new Map<string, (...args: unknown[]) => unknown>(),
-    messages: [] as { level: string; text: string }[],
+    messages: [] as { level: string; text: string; items: string[] }[],
     executed: [] as { command: string; args: unknown[] }[],
+    /** Next answers to message buttons and input boxes (undefined: dismissed). */
+    answers: [] as (string | undefined)[],
+    settings: new Map<string, unknown>(),
+    extensions: new Map<string, unknown>(),
     reset(): void {
         this.commands.clear();
         this.messages = [];
         this.executed = [];
+        this.answers = [];
+        this.settings.clear();
+        this.extensions.clear();
         window.activeTextEditor = undefined;
         workspace.isTrusted = true;
+        workspace.workspaceFolders = undefined;
     },
 };
 
 function message(level: string) {
-    return (text: string): Promise<undefined> => {
-        recorded.messages.push({ level, text });
-        return Promise.resolve(undefined);
+    return (text: string, ...items: unknown[]): Promise<string | undefined> => {
+        recorded.messages.push({ level, text, items: items.filter((i): i is string => typeof i === 'string') });
+        return Promise.resolve(recorded.answers.shift());
     };
 }
 
@@ -131,10 +140,51 @@ export const window = {
     showWarningMessage: message('warning'),
     showErrorMessage: message('error'),
     showQuickPick: (): Promise<undefined> => Promise.resolve(undefined),
+    showInputBox: (): Promise<string | undefined> => Promise.resolve(recorded.answers.shift()),
+    createStatusBarItem: (): StatusBarItem => new StatusBarItem(),
 };
+
+export enum StatusBarAlignment {
+    Left = 1,
+    Right = 2,
+}
+
+export class StatusBarItem {
+    text = '';
+    name?: string;
+    tooltip?: string;
+    command?: string | Command;
+    backgroundColor?: ThemeColor;
+    visible = false;
+    show(): void {
+        this.visible = true;
+    }
+    hide(): void {
+        this.visible = false;
+    }
+    dispose(): void {
+        this.visible = false;
+    }
+}
 
 export const workspace = {
     isTrusted: true,
+    fs: {
+        readFile: async (uri: Uri): Promise<Uint8Array> => new Uint8Array(await fs.promises.readFile(uri.fsPath)),
+    },
+    workspaceFolders: undefined as { uri: Uri; name: string; index: number }[] | undefined,
+    getConfiguration(section: string) {
+        return {
+            get<T>(key: string, defaultValue?: T): T | undefined {
+                const name = `${section}.${key}`;
+                return recorded.settings.has(name) ? (recorded.settings.get(name) as T) : defaultValue;
+            },
+        };
+    },
+};
+
+export const extensions = {
+    getExtension: (id: string): unknown => recorded.extensions.get(id),
 };
 
 export const commands = {

@@ -1,5 +1,5 @@
 /**
- * Smoke test against the REAL language server: `<python> -m stark_lsp` (the repository's
+ * Smoke test against the REAL language server: `<python> -P -m stark_lsp` (the repository's
  * .venv, or $STARK_PYTHON), driven over stdio with vscode-languageserver-protocol, the wire
  * library VS Code's client is built on. It sends what this extension sends (the settings
  * from src/settings.ts, VS Code-like capabilities) and checks what the extension relies on:
@@ -40,7 +40,7 @@ import {
 } from 'vscode-languageserver-protocol/node';
 
 import { JobsModel, bestNode, canApply, nodeLabel } from '../../src/jobsModel';
-import { serverSettings } from '../../src/settings';
+import { SERVER_ARGS, serverSettings } from '../../src/settings';
 
 const REPO_ROOT = path.resolve(__dirname, '..', '..', '..', '..');
 const PYTHON = process.env['STARK_PYTHON'] ?? path.join(REPO_ROOT, '.venv', 'bin', 'python');
@@ -119,7 +119,7 @@ async function startServer(workspace: string, settings: Record<string, unknown>)
         fs.existsSync(PYTHON),
         `no Python at ${PYTHON}: run scripts/setup.sh in the repository, or set STARK_PYTHON to an interpreter with STARK installed`,
     );
-    const child = spawn(PYTHON, ['-m', 'stark_lsp'], {
+    const child = spawn(PYTHON, [...SERVER_ARGS], {
         cwd: workspace,
         env: { ...process.env, PYTHONUNBUFFERED: '1' },
         stdio: ['pipe', 'pipe', 'pipe'],
@@ -337,11 +337,22 @@ describe('the real STARK language server, as the extension drives it', () => {
         }
     });
 
-    it('refuses jobs in an untrusted workspace with an explanation, and keeps serving', { timeout: 60_000 }, async () => {
-        const reference = path.join(workspace, 'untrusted.py');
+    it('refuses jobs in an untrusted workspace with an explanation, and runs none of its code', { timeout: 60_000 }, async () => {
+        const untrusted = fs.mkdtempSync(path.join(os.tmpdir(), 'stark-vscode-untrusted-'));
+        const reference = path.join(untrusted, 'untrusted.py');
         fs.writeFileSync(reference, TINY_REFERENCE);
-        const session = await startServer(workspace, { agent: 'offline', device: 'cpu', rounds: 2, trust: false });
+        // A decoy `stark_lsp` package in the folder: `python -m stark_lsp` started there would
+        // run it, were the working directory on sys.path.
+        const marker = path.join(untrusted, 'decoy-ran');
+        fs.mkdirSync(path.join(untrusted, 'stark_lsp'));
+        fs.writeFileSync(path.join(untrusted, 'stark_lsp', '__init__.py'), '');
+        fs.writeFileSync(
+            path.join(untrusted, 'stark_lsp', '__main__.py'),
+            `open(${JSON.stringify(marker)}, "w").write("ran")\nraise SystemExit(3)\n`,
+        );
+        const session = await startServer(untrusted, { agent: 'offline', device: 'cpu', rounds: 2, trust: false });
         try {
+            assert.ok(!fs.existsSync(marker), 'the workspace decoy ran instead of the installed server');
             const uri = pathToFileURL(reference).toString();
             await assert.rejects(execute(session, 'stark.optimize', { uri }), /not trusted/);
             await assert.rejects(execute(session, 'stark.cancel', { jobId: 'no-such-job' }), /no-such-job|unknown/i);
@@ -349,6 +360,7 @@ describe('the real STARK language server, as the extension drives it', () => {
             assert.deepEqual(Array.isArray(listed) ? listed : listed.jobs, []);
         } finally {
             await stopServer(session);
+            fs.rmSync(untrusted, { recursive: true, force: true });
         }
     });
 });

@@ -44,9 +44,19 @@ describe('serverArguments', () => {
     it('turns tree elements into {jobId}, with the id type the server chose', async () => {
         const model = new JobsModel();
         model.update(update({ jobId: 42, state: 'done' }));
-        assert.deepEqual(await serverArguments('stark.applyBest', [{ kind: 'job', jobId: 42 }], model, toProtocol), [{ jobId: 42 }]);
-        assert.deepEqual(await serverArguments('stark.cancel', [{ kind: 'node', jobId: 42, nodeId: 1 }], model, toProtocol), [{ jobId: 42 }]);
-        assert.deepEqual(await serverArguments('stark.optimize', [{ kind: 'job', jobId: 42 }], model, toProtocol), [{ uri: 'file:///work/ref_gelu.py' }]);
+        assert.deepEqual(await serverArguments('stark.applyBest', [{ kind: 'job', job: '0:42' }], model, toProtocol), [{ jobId: 42 }]);
+        assert.deepEqual(await serverArguments('stark.cancel', [{ kind: 'node', job: '0:42', nodeId: 1 }], model, toProtocol), [{ jobId: 42 }]);
+        assert.deepEqual(await serverArguments('stark.optimize', [{ kind: 'job', job: '0:42' }], model, toProtocol), [{ uri: 'file:///work/ref_gelu.py' }]);
+    });
+
+    it('never sends the id of a job from a restarted server (the new one may reuse it)', async () => {
+        const model = new JobsModel();
+        model.update(update({ jobId: 'job-1', state: 'running' }));
+        model.markStale();
+        model.update(update({ jobId: 'job-1', state: 'running', uri: 'file:///w/other.py' })); // the new server's job-1
+        assert.equal(await serverArguments('stark.cancel', [{ kind: 'job', job: '0:job-1' }], model, toProtocol), undefined);
+        assert.match(recorded.messages[0]?.text ?? '', /restarted/);
+        assert.deepEqual(await serverArguments('stark.cancel', [{ kind: 'job', job: '1:job-1' }], model, toProtocol), [{ jobId: 'job-1' }]);
     });
 
     it('cancels the only running job from the palette, and says so when none runs', async () => {
@@ -77,7 +87,7 @@ describe('executeCommandMiddleware', () => {
         assert.match(recorded.messages[0]?.text ?? '', /Restricted Mode/);
         // cancelling or applying runs no workspace code, so they stay available
         model.update(update({ jobId: 'r' }));
-        await middleware('stark.cancel', [{ kind: 'job', jobId: 'r' }], (command, args) => {
+        await middleware('stark.cancel', [{ kind: 'job', job: '0:r' }], (command, args) => {
             sent.push([command, args]);
             return Promise.resolve<unknown>(null);
         });
@@ -88,7 +98,7 @@ describe('executeCommandMiddleware', () => {
         const middleware = executeCommandMiddleware(new JobsModel(), () => undefined);
         const result = await middleware('stark.optimize', [{ uri: 'file:///w/x.py' }], () => Promise.reject(new Error('not a task: x.py has no Model class')));
         assert.equal(result, undefined);
-        assert.deepEqual(recorded.messages, [{ level: 'error', text: 'STARK: not a task: x.py has no Model class' }]);
+        assert.deepEqual(recorded.messages, [{ level: 'error', text: 'STARK: not a task: x.py has no Model class', items: [] }]);
     });
 });
 
@@ -109,5 +119,17 @@ describe('client-side commands', () => {
         for (const d of disposables) {
             d.dispose();
         }
+    });
+
+    it('Show diff works on any node, a restarted server\'s jobs included, and on a job (its best node)', async () => {
+        const model = new JobsModel();
+        registerClientCommands(model, { showLog: () => undefined, restartServer: () => Promise.resolve(), setApiKey: () => Promise.resolve() });
+        model.update(update({ state: 'done' }));
+        model.markStale();
+        const showDiff = recorded.commands.get('stark.showDiff')!;
+        await showDiff({ kind: 'node', job: '0:job-1', nodeId: 0 });
+        await showDiff({ kind: 'job', job: '0:job-1' });
+        const titles = recorded.executed.filter((e) => e.command === 'vscode.diff').map((e) => e.args[2]);
+        assert.deepEqual(titles, ['ref_gelu.py ↔ candidate #0 (round 0, seed, 1.10x)', 'ref_gelu.py ↔ candidate #1 (round 1, optimize, 1.50x)']);
     });
 });

@@ -179,14 +179,20 @@ describe('JobsModel', () => {
         model.update(update({ jobId: 'run' }));
         model.update(update({ jobId: 'fin', state: 'done' }));
         assert.equal(canApply(model.get('fin')!), true);
+        const finKey = model.get('fin')!.key;
         model.markStale();
-        assert.equal(model.get('run')?.state, 'cancelled');
-        assert.equal(model.get('run')?.stale, true);
-        assert.equal(canApply(model.get('fin')!), false);
+        const run = model.jobs().find((j) => j.jobId === 'run');
+        assert.equal(run?.state, 'cancelled');
+        assert.equal(run?.stale, true);
+        assert.equal(canApply(model.byKey(finKey)!), false);
         assert.equal(model.activeJobs().length, 0);
-        // a fresh update from the new server makes the job live again
-        model.update(update({ jobId: 'fin', state: 'done' }));
-        assert.equal(canApply(model.get('fin')!), true);
+        assert.equal(model.get('fin'), undefined, 'the new server does not know the old ids');
+        // the new server reuses the id for a new job: a separate entry, the old one stays stale
+        model.update(update({ jobId: 'fin', state: 'running' }));
+        assert.equal(model.get('fin')?.stale, false);
+        assert.notEqual(model.get('fin')?.key, finKey);
+        assert.equal(model.byKey(finKey)?.stale, true);
+        assert.equal(model.jobs().length, 3);
     });
 
     it('clears finished jobs but keeps running ones', () => {

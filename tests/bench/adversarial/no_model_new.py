@@ -1,0 +1,7 @@
+"""Fault: defines no ModelNew."""
+
+import torch
+
+
+class Model(torch.nn.Module):
+    pass
