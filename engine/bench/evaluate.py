@@ -165,12 +165,13 @@ class Benchmarker:
 
 
 def reached_run(eval_dir: Path, nonce: str) -> bool:
-    """Did the worker itself (not a candidate writing the phase file) reach the run phase?"""
+    """Did the worker itself (not a candidate writing the phase file) finish building the
+    candidate, i.e. reach the warm-up or run phase?"""
     words = read_phase_words(eval_dir)
     return (
         len(words) == 2
-        and words[0] == "run"
-        and hmac.compare_digest(words[1], run_phase_token(nonce))
+        and words[0] in ("warmup", "run")
+        and hmac.compare_digest(words[1], run_phase_token(nonce, words[0]))
     )
 
 
@@ -187,11 +188,17 @@ def verdict_without_result(
 ) -> EvalResult:
     """A worker that left no result has not passed; say exactly how it ended. `compiled`
     (from `reached_run`) overrides the phase word, which a candidate could have written."""
-    compiled = outcome.last_phase == "run" if compiled is None else compiled
+    compiled = outcome.last_phase in ("warmup", "run") if compiled is None else compiled
     where = "while running the candidate" if compiled else "while building/importing the candidate"
     if outcome.timed_out_phase == "compile":
         error = (
             f"compile/import timed out after {config.compile_timeout_s:g}s; process group killed"
+        )
+        stage = "timeout"
+    elif outcome.timed_out_phase == "warmup":
+        error = (
+            f"first call (JIT compile / warm-up) timed out after {config.compile_timeout_s:g}s; "
+            "process group killed"
         )
         stage = "timeout"
     elif outcome.timed_out_phase == "run":

@@ -4,7 +4,9 @@ The parent never imports the candidate, and never initialises CUDA. A warm fork
 server (see `forkserver.py`) forks a worker per evaluation; each worker leads its
 own process group, so a timeout kills it together with ninja, nvcc or cc1plus.
 Compile and run phases have separate deadlines: the worker writes the file
-`phase` ("compile", then "run") and the deadline in force follows it.
+`phase` ("compile", "warmup", then "run") and the deadline in force follows it.
+"warmup" is the candidate's first, unchecked call: JIT compilation on first use
+(torch.compile, Triton) runs there, under the compile deadline.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ class WorkerOutcome:
     """How the worker process ended, as seen from outside it."""
 
     wait_status: int | None  # raw status from waitpid; None if it was never reaped
-    timed_out_phase: str | None  # "compile" | "run" when we killed it for time
+    timed_out_phase: str | None  # "compile" | "warmup" | "run" when we killed it for time
     last_phase: str  # the last phase the worker reported
     wall_s: float
     compile_s: float | None  # time spent before the worker entered the run phase
@@ -82,10 +84,10 @@ def read_phase_words(eval_dir: Path) -> list[str]:
         return []
 
 
-def run_phase_token(nonce: str) -> str:
-    """Written by the worker after "run": proves the *worker* reached the run phase, since a
+def run_phase_token(nonce: str, phase: str = "run") -> str:
+    """Written by the worker after "warmup"/"run": proves the *worker* got there, since a
     candidate can write the phase file too (it would only shorten its own deadline)."""
-    return result_mac(nonce, {"phase": "run"})
+    return result_mac(nonce, {"phase": phase})
 
 
 class Sandbox:
@@ -221,13 +223,15 @@ class Sandbox:
                     raise HarnessError("benchmark fork server did not start a worker")
                 continue
             new_phase = read_phase(eval_dir)
-            if new_phase != phase:
+            if new_phase != phase and timed_out is None:
                 phase = new_phase
-                if phase == "run" and run_started is None:
+                if phase == "warmup":
+                    deadline = now + compile_timeout_s
+                elif phase == "run" and run_started is None:
                     run_started = now
                     deadline = now + run_timeout_s
             if timed_out is None and now > deadline:
-                timed_out = "run" if run_started is not None else "compile"
+                timed_out = phase if phase in ("warmup", "run") else "compile"
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, signal.SIGKILL)
                 # The server reaps the worker and reports its status; keep waiting for it.

@@ -104,7 +104,7 @@ class Evaluation:
     threads: int = 1
     candidate_path: str = ""
     compile_start_ns: int | None = None
-    run_token: str = ""
+    phase_tokens: dict[str, str] = field(default_factory=dict)  # signed phases -> token
     reference: ModuleType | None = None
     pristine: correctness.NamespaceSnapshot | None = None
 
@@ -124,10 +124,13 @@ class Evaluation:
         return Stop(error)
 
     def phase(self, name: str) -> None:
-        write_atomic(self.eval_dir / "phase", f"run {self.run_token}" if name == "run" else name)
+        signed = name in ("warmup", "run")
+        write_atomic(
+            self.eval_dir / "phase", f"{name} {self.phase_tokens[name]}" if signed else name
+        )
         # Just before the sandbox's deadline for this phase, dump every thread's Python stack
         # into log.txt, so a hang's verdict can say where it hung (see evaluate.py).
-        limit = self.config.compile_timeout_s if name == "compile" else self.config.run_timeout_s
+        limit = self.config.run_timeout_s if name == "run" else self.config.compile_timeout_s
         faulthandler.dump_traceback_later(max(0.1, limit - min(1.0, 0.1 * limit)), exit=False)
 
     # -- the whole evaluation ----------------------------------------------------
@@ -154,9 +157,13 @@ class Evaluation:
         self.compile_start_ns = self.clocks.perf_ns()
         candidate = self.import_candidate(Path(str(self.request["cache_dir"])))
         new_model = self.build(candidate.ModelNew, reference, weight_seed, "import", "ModelNew")
-        self.result.compile_s = (self.clocks.perf_ns() - self.compile_start_ns) / 1e9
         self.result.compiled = True
+        self.phase("warmup")
+        first_call_error = self.first_call(new_model, canary)
+        self.result.compile_s = (self.clocks.perf_ns() - self.compile_start_ns) / 1e9
         self.phase("run")
+        if first_call_error is not None:
+            raise self.call_error(first_call_error)
         self.check_integrity()
 
         last_trial = self.correctness_trials(reference, ref_model, new_model)
@@ -166,6 +173,18 @@ class Evaluation:
         self.result.correct = True
         if self.config.profile:
             self.profile(new_model, last_trial)
+
+    def first_call(self, new_model: Any, canary: Trial) -> CallError | None:
+        """One unchecked call before the run phase: JIT work done on first use (torch.compile,
+        Triton, lazily built extensions) is compilation, so it runs under the compile deadline,
+        and the thread pools it starts exist before the checked trials begin."""
+        try:
+            correctness.call_model(
+                new_model, correctness.clone_inputs(canary.pristine), "candidate", self.device
+            )
+        except CallError as exc:
+            return exc
+        return None
 
     def reference_side(self, action: Any) -> Any:
         try:
@@ -400,7 +419,12 @@ def run(eval_dir: str, _integrity: Any = integrity_failure) -> None:
     nonce = str(request.pop("nonce"))
     result_path = Path(str(request["result_path"]))
 
-    evaluation = Evaluation(directory, request, clocks, run_token=run_phase_token(nonce))
+    evaluation = Evaluation(
+        directory,
+        request,
+        clocks,
+        phase_tokens={p: run_phase_token(nonce, p) for p in ("warmup", "run")},
+    )
     result = evaluation.result
     try:
         evaluation.run()

@@ -50,7 +50,8 @@ def test_zeros_against_tiny_reference_fail(evaluate_files) -> None:
 def test_answer_cached_from_first_trial_fails(evaluate_files) -> None:
     result = evaluate_files("scale_add", "cache_first")
     assert_rejected(result, "mismatch")
-    assert result.trials_passed == 1  # honest on its first input, wrong on the next
+    # Honest only on its first call, which is the harness's unchecked JIT warm-up call.
+    assert result.trials_passed == 0
 
 
 def test_modifying_inputs_fails(evaluate_files) -> None:
