@@ -10,11 +10,13 @@ setup:
 setup-editor:
 	@scripts/setup.sh --editor
 
+# Optimize a bundled example on CPU with the embedded offline agent (no API key, no network).
 demo: setup
-	$(BIN)/stark bench examples/elementwise_chain.py examples/candidates/elementwise_chain_cpp.py --device cpu
+	$(BIN)/stark optimize examples/elementwise_chain.py --rounds 6 --agent offline --device cpu
 
 test: setup-editor
 	$(BIN)/ruff check engine stark_lsp tests benchmarks examples
+	$(BIN)/ruff format --check engine stark_lsp tests benchmarks examples
 	$(BIN)/python -m pytest -q -ra
 	$(MAKE) test-extension
 

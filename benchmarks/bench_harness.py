@@ -110,6 +110,7 @@ class Report:
     spread_medians_ms: list[float] = field(default_factory=list)
     spread_iqr_over_median: list[float] = field(default_factory=list)
     spread_speedups: list[float] = field(default_factory=list)
+    reference_medians_ms: list[float] = field(default_factory=list)
 
     def checks(self) -> dict[str, bool]:
         spread_target = SPREAD_TARGET["cuda" if self.device == "cuda" else "cpu"]
@@ -169,6 +170,13 @@ def measure_overhead(report: Report, device: str, repeats: int) -> None:
     report.overhead_s = Spread.of(report.overhead_samples_s)
 
 
+def _spread_text(medians: list[float]) -> str:
+    if not medians:
+        return "-"
+    ratio = max(medians) / min(medians)
+    return f"{ratio - 1:+.1%} ({', '.join(f'{m:.3f}' for m in medians)} ms)"
+
+
 def measure_compile_cache_and_spread(report: Report, device: str, spread_runs: int) -> None:
     reference_path, candidate_path = COMPILED_CANDIDATE[device]
     reference = (ROOT / reference_path).read_text()
@@ -199,6 +207,7 @@ def measure_compile_cache_and_spread(report: Report, device: str, spread_runs: i
                 report.spread_medians_ms.append(result.new_ms.median)
                 report.spread_iqr_over_median.append(result.new_ms.iqr / result.new_ms.median)
                 report.spread_speedups.append(result.speedup or float("nan"))
+                report.reference_medians_ms.append(result.ref_ms.median)
                 print(
                     f"  spread run {index + 1}/{spread_runs}: {result.new_ms} "
                     f"(reference {result.ref_ms})"
@@ -255,6 +264,12 @@ def render(report: Report) -> str:
             "speedup over the same runs",
             ", ".join(f"{x:.2f}x" for x in report.spread_speedups) or "-",
             "(both sides timed together)",
+            "info",
+        ),
+        (
+            "reference spread, same runs",
+            _spread_text(report.reference_medians_ms),
+            "(eager reference)",
             "info",
         ),
     ]

@@ -9,12 +9,14 @@ Every event serialises to one JSON object with `event` (the type name below),
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, TextIO
 
 SCHEMA_VERSION = 1
+_log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -189,5 +191,5 @@ class EventFanout:
         for sink in self.sinks:
             try:
                 sink(event)
-            except Exception:  # noqa: BLE001 - a broken consumer must not stop the search
-                pass
+            except Exception:  # a broken consumer must not stop the search
+                _log.exception("event sink %r failed on %s", sink, event.kind)

@@ -530,49 +530,45 @@ class StarkSearch:
         try:
             reply = self.agent.complete(request)
         except AgentError as exc:
-            latency = time.monotonic() - start
             error = self.task.redact(str(exc))
-            self.task.write_llm_io(round_, role_label, request.prompt, f"(no reply: {error})")
-            self.task.append_usage(
-                UsageRow(round_, role_label, model, None, None, latency, None, False, error)
+            failed = AgentReply(
+                text=f"(no reply: {error})", model=model, latency_s=time.monotonic() - start
             )
-            self.trace.insert_designer_or_coder_record(
-                f"(the call failed: {error})",
-                request.prompt,
-                "",
-                _action(action),
-                round=round_,
-                node_id=self.tree.new_id(),
-            )
-            self.emit(
-                LLMCallFinished(
-                    task_id=self.task.task_id,
-                    round=round_,
-                    role=event_role,
-                    model=model,
-                    ok=False,
-                    latency_s=latency,
-                    error=error,
-                )
-            )
+            self._record_call(request, round_, role_label, action, failed, error)
             self.task.log(f"round {round_}: {role_label} call failed: {error}")
             raise
-        latency = reply.latency_s or (time.monotonic() - start)
-        used_model = reply.model or model
+        if not reply.latency_s:
+            reply.latency_s = time.monotonic() - start
+        reply.model = reply.model or model
+        self._record_call(request, round_, role_label, action, reply, None)
+        return reply
+
+    def _record_call(
+        self,
+        request: AgentRequest,
+        round_: int,
+        role_label: str,
+        action: str,
+        reply: AgentReply,
+        error: str | None,
+    ) -> None:
+        """llm_io files, usage row, trace record and the finished event for one call."""
         self.task.write_llm_io(round_, role_label, request.prompt, reply.text, reply.reasoning)
         self.task.append_usage(
             UsageRow(
                 round_,
                 role_label,
-                used_model,
+                reply.model,
                 reply.prompt_tokens,
                 reply.completion_tokens,
-                latency,
+                reply.latency_s,
                 reply.cost_usd,
+                error is None,
+                error,
             )
         )
         self.trace.insert_designer_or_coder_record(
-            reply.text,
+            reply.text if error is None else f"(the call failed: {error})",
             request.prompt,
             reply.reasoning,
             _action(action),
@@ -583,15 +579,15 @@ class StarkSearch:
             LLMCallFinished(
                 task_id=self.task.task_id,
                 round=round_,
-                role=event_role,
-                model=used_model,
-                ok=True,
-                latency_s=latency,
+                role=str(request.role),
+                model=reply.model,
+                ok=error is None,
+                latency_s=reply.latency_s,
                 prompt_tokens=reply.prompt_tokens,
                 completion_tokens=reply.completion_tokens,
+                error=error,
             )
         )
-        return reply
 
     def _ask_plan(
         self, request: AgentRequest, round_: int, parent_code: str

@@ -14,9 +14,9 @@ class EvalConfig:
     correctness_trials: int = 5
     # None: adaptive (stop when IQR/median < noise_target, bounded by min/max trials)
     timing_trials: int | None = None
-    min_timing_trials: int = 10
+    min_timing_trials: int = 30
     max_timing_trials: int = 200
-    noise_target: float = 0.1
+    noise_target: float = 0.05
     warmup_s: float = 0.1
     timing_budget_s: float = 4.0  # per side, for the adaptive loop
     compile_timeout_s: float = 300.0

@@ -23,7 +23,7 @@ local bufnr = vim.api.nvim_get_current_buf()
 
 local default_progress = vim.lsp.handlers["$/progress"]
 local client_id = vim.lsp.start_client({
-  cmd = { py, "-m", "stark_lsp" },
+  cmd = { py, "-P", "-m", "stark_lsp" },
   root_dir = root,
   init_options = { agent = "offline", device = "cpu", outDir = root .. "/stark_runs" },
   handlers = {

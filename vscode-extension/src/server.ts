@@ -1,9 +1,11 @@
 /**
  * The language server process: `<python> -P -m stark_lsp` over stdio, with the interpreter
- * from interpreter.ts. The server restarts when the
- * interpreter, the Python environment, the API key or workspace trust changes; every other
- * `stark.*` change is pushed to the running server (`workspace/didChangeConfiguration`) and
- * applies to new jobs, so a settings tweak never kills a running search.
+ * from interpreter.ts. The server restarts when a `stark.*` setting it depends on or the Python
+ * environment changes (settingsRestart.ts: debounced, and deferred to the end of running jobs
+ * if the user asks), and when the API key (after asking) or workspace trust changes. Setting
+ * changes are also pushed to the running server at once (`workspace/didChangeConfiguration`),
+ * so jobs started while a restart waits already use them. `stark.trace.server` never restarts:
+ * the language client applies it itself.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -32,7 +34,8 @@ import { SERVER_COMMANDS } from './commands';
 import { type Interpreter, firstWorkspaceFolder, pythonApi, resolveInterpreter } from './interpreter';
 import { type JobsModel } from './jobsModel';
 import { type ApiKeyStore, type RedactingLogChannel } from './secrets';
-import { RESTART_SETTINGS, SERVER_ARGS, SERVER_SETTINGS, serverSettings } from './settings';
+import { SERVER_ARGS, SERVER_SETTINGS, serverSettings } from './settings';
+import { SettingsRestarter } from './settingsRestart';
 import { type JobStatusBar } from './statusBar';
 import { isTrusted } from './trust';
 
@@ -59,10 +62,17 @@ export class StarkServer implements vscode.Disposable {
     private pendingRestart: Promise<void> | undefined;
     private fallbackCommands: vscode.Disposable[] = [];
     private readonly disposables: vscode.Disposable[] = [];
+    private readonly settingsRestart: SettingsRestarter;
     private disposed = false;
 
     constructor(private readonly options: StarkServerOptions) {
+        this.settingsRestart = new SettingsRestarter({
+            model: options.model,
+            log: options.log,
+            restart: (reason) => this.restart(reason, false), // it asked already, if jobs ran
+        });
         this.disposables.push(
+            this.settingsRestart,
             vscode.workspace.onDidChangeConfiguration((event) => this.onConfigurationChanged(event)),
             vscode.workspace.onDidGrantWorkspaceTrust(() => void this.restart('the workspace is now trusted', false)),
             options.apiKeys.onDidChange(() => void this.restart('the API key changed', true)),
@@ -111,6 +121,7 @@ export class StarkServer implements vscode.Disposable {
         if (this.disposed) {
             return;
         }
+        this.settingsRestart.serverStarting(); // what follows reads every current setting
         const { log, statusBar } = this.options;
         this.interpreter = await resolveInterpreter(log);
         if (path.isAbsolute(this.interpreter.command) && !fs.existsSync(this.interpreter.command)) {
@@ -330,17 +341,13 @@ export class StarkServer implements vscode.Disposable {
         this.fallbackCommands = [];
     }
 
+    /**
+     * Push changed settings to the running server right away, so jobs started while the
+     * restart (settingsRestart.ts) waits for running ones already use them.
+     */
     private onConfigurationChanged(event: vscode.ConfigurationChangeEvent): void {
-        if (RESTART_SETTINGS.some((key) => event.affectsConfiguration(`stark.${key}`))) {
-            void this.restart('the interpreter setting changed', true);
-            return;
-        }
         if (!SERVER_SETTINGS.some((key) => event.affectsConfiguration(`stark.${key}`))) {
             return; // e.g. stark.trace.server, which the language client applies itself
-        }
-        if (this.client === undefined) {
-            void this.restart('the settings changed while the server was down', false);
-            return;
         }
         const client = this.languageClient;
         if (client !== undefined) {
@@ -361,7 +368,7 @@ export class StarkServer implements vscode.Disposable {
             api.environments.onDidChangeActiveEnvironmentPath(() => {
                 const setting = vscode.workspace.getConfiguration('stark', firstWorkspaceFolder()).get<string>('interpreter', '').trim();
                 if (setting === '') {
-                    void this.restart('the Python environment changed', true);
+                    this.settingsRestart.request('the Python environment');
                 }
             }),
         );

@@ -29,8 +29,21 @@ export const SERVER_SETTINGS = [
     'watch.globs',
 ] as const;
 
-/** Settings whose change needs a new server process (the rest are pushed to the running one). */
-export const RESTART_SETTINGS = ['interpreter'] as const;
+/**
+ * Settings whose change restarts the server (settingsRestart.ts): every setting it receives,
+ * and the interpreter that runs it. A restart is the one way to be sure that all of them apply,
+ * including what the server reads only at start-up. Not `trace.server`: vscode-languageclient
+ * reads `stark.trace.server` itself on every configuration change and sends `$/setTrace`.
+ */
+export const RESTART_SETTINGS = [...SERVER_SETTINGS, 'interpreter'] as const;
+
+/**
+ * The restart settings a configuration change touches (dotted names, minus `stark.`), from
+ * `ConfigurationChangeEvent.affectsConfiguration`. Empty: no restart.
+ */
+export function changedRestartSettings(affectsConfiguration: (section: string) => boolean): string[] {
+    return RESTART_SETTINGS.filter((key) => affectsConfiguration(`stark.${key}`));
+}
 
 export interface ServerSettings {
     agent?: unknown;

@@ -110,8 +110,11 @@ export const recorded = {
     commands: new Map<string, (...args: unknown[]) => unknown>(),
     messages: [] as { level: string; text: string; items: string[] }[],
     executed: [] as { command: string; args: unknown[] }[],
-    /** Next answers to message buttons and input boxes (undefined: dismissed). */
-    answers: [] as (string | undefined)[],
+    /**
+     * Next answers to message buttons and input boxes (undefined: dismissed; a promise: a
+     * notification the user has not answered yet).
+     */
+    answers: [] as (string | undefined | Promise<string | undefined>)[],
     settings: new Map<string, unknown>(),
     extensions: new Map<string, unknown>(),
     reset(): void {
@@ -121,11 +124,20 @@ export const recorded = {
         this.answers = [];
         this.settings.clear();
         this.extensions.clear();
+        configurationChanged.dispose();
         window.activeTextEditor = undefined;
         workspace.isTrusted = true;
         workspace.workspaceFolders = undefined;
     },
 };
+
+const configurationChanged = new EventEmitter<{ affectsConfiguration(section: string): boolean }>();
+
+/** Fire `workspace.onDidChangeConfiguration` as VS Code does when these settings change. */
+export function changeSettings(...changed: string[]): void {
+    const affects = (section: string) => changed.some((key) => key === section || key.startsWith(`${section}.`) || section.startsWith(`${key}.`));
+    configurationChanged.fire({ affectsConfiguration: affects });
+}
 
 function message(level: string) {
     return (text: string, ...items: unknown[]): Promise<string | undefined> => {
@@ -173,6 +185,7 @@ export const workspace = {
         readFile: async (uri: Uri): Promise<Uint8Array> => new Uint8Array(await fs.promises.readFile(uri.fsPath)),
     },
     workspaceFolders: undefined as { uri: Uri; name: string; index: number }[] | undefined,
+    onDidChangeConfiguration: configurationChanged.event,
     getConfiguration(section: string) {
         return {
             get<T>(key: string, defaultValue?: T): T | undefined {
