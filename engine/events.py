@@ -160,10 +160,16 @@ def event_from_dict(data: dict[str, Any]) -> Event:
     names = set(cls.__dataclass_fields__)
     values = {k: v for k, v in data.items() if k in names}
     if "node" in values and isinstance(values["node"], dict):
-        values["node"] = NodeSnapshot(**values["node"])
+        values["node"] = _snapshot(values["node"])
     if "tree" in values:
-        values["tree"] = [NodeSnapshot(**n) if isinstance(n, dict) else n for n in values["tree"]]
+        values["tree"] = [_snapshot(n) if isinstance(n, dict) else n for n in values["tree"]]
     return cls(**values)
+
+
+def _snapshot(data: dict[str, Any]) -> NodeSnapshot:
+    """Newer producers may add fields: consumers ignore what they do not know."""
+    names = NodeSnapshot.__dataclass_fields__
+    return NodeSnapshot(**{k: v for k, v in data.items() if k in names})
 
 
 class JsonlEventWriter:

@@ -2,6 +2,7 @@
 # Set up everything STARK needs in ./.venv (idempotent; a re-run takes about a second).
 #   scripts/setup.sh            python environment (torch chosen for this machine)
 #   scripts/setup.sh --editor   also Neovim and the VS Code extension's node packages (tests)
+#   scripts/setup.sh --print-torch-spec   print the torch requirement this machine gets, and exit
 # Environment overrides:
 #   STARK_VENV=path             where the virtual environment lives (default .venv)
 #   STARK_TORCH_SPEC=spec       force a torch requirement, e.g. "torch==2.13.0"
@@ -11,14 +12,37 @@ cd "$(dirname "$0")/.."
 VENV=${STARK_VENV:-.venv}
 PY=${PYTHON:-python3}
 WITH_EDITOR=0
+PRINT_SPEC=0
 for arg in "$@"; do
   case "$arg" in
     --editor) WITH_EDITOR=1 ;;
+    --print-torch-spec) PRINT_SPEC=1 ;;
     *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done
 
 log() { printf '[setup] %s\n' "$*" >&2; }
+
+has_nvidia_gpu() {
+  command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'
+}
+
+torch_spec() {
+  if [ -n "${STARK_TORCH_SPEC:-}" ]; then
+    echo "$STARK_TORCH_SPEC"
+  elif has_nvidia_gpu; then
+    # PyPI's default Linux wheel is the CUDA build, with Triton.
+    echo "torch"
+  else
+    # CPU-only machine: the pinned CPU build (a local wheel on STARK's dev machines).
+    echo "torch==2.13.0"
+  fi
+}
+
+if [ "$PRINT_SPEC" = 1 ]; then
+  torch_spec
+  exit 0
+fi
 
 if [ ! -x "$VENV/bin/python" ]; then
   log "creating virtual environment in $VENV"
@@ -26,20 +50,8 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 
-has_nvidia_gpu() {
-  command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'
-}
-
 if ! "$VENV/bin/python" -c 'import torch' >/dev/null 2>&1; then
-  if [ -n "${STARK_TORCH_SPEC:-}" ]; then
-    spec=$STARK_TORCH_SPEC
-  elif has_nvidia_gpu; then
-    # PyPI's default Linux wheel is the CUDA build, with Triton.
-    spec="torch"
-  else
-    # CPU-only machine: the pinned CPU build (a local wheel on STARK's dev machines).
-    spec="torch==2.13.0"
-  fi
+  spec=$(torch_spec)
   extra=()
   [ -n "${STARK_TORCH_INDEX:-}" ] && extra=(--extra-index-url "$STARK_TORCH_INDEX")
   log "installing $spec"
