@@ -40,7 +40,7 @@ async def run(requests: int) -> dict:
         for name in EXAMPLES:
             shutil.copy(ROOT / "examples" / name, work / name)
         client = await ClientServerConfig(
-            server_command=[sys.executable, "-m", "stark_lsp"]
+            server_command=[sys.executable, "-P", "-m", "stark_lsp"]
         ).start()
         running: set[str] = set()
 

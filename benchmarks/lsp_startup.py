@@ -1,7 +1,7 @@
 """Start-up of the STARK language server: wall time from spawning
-`python -m stark_lsp` to the `initialize` reply, and the idle RSS afterwards.
-Targets: <= 0.6 s and <= 80 MB. Raw JSON-RPC over the pipes, so no client
-library's cost is counted.
+`python -P -m stark_lsp` (as clients start it) to the `initialize` reply, and
+the idle RSS afterwards. Targets: <= 0.6 s and <= 80 MB. Raw JSON-RPC over
+the pipes, so no client library's cost is counted.
 
     .venv/bin/python benchmarks/lsp_startup.py [--runs 7] [--json]
 """
@@ -57,7 +57,7 @@ def _cpu_s(pid: int) -> float:
 def one_run(root: Path) -> tuple[float, float, float]:
     start = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stark_lsp"],
+        [sys.executable, "-P", "-m", "stark_lsp"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

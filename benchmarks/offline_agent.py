@@ -78,9 +78,9 @@ def run_example(
     summary = search.run()
     search_s = time.monotonic() - started
     compiled = bench.evaluate(source, plain_compile_candidate(source), config)
-    best = summary["best_speedup"]
-    if remeasure and summary["best_kernel"]:
-        again = bench.evaluate(source, Path(summary["best_kernel"]).read_text(), config)
+    best = summary.best_speedup
+    if remeasure and summary.best_kernel:
+        again = bench.evaluate(source, Path(summary.best_kernel).read_text(), config)
         best = again.speedup if again.runnable else None
     compile_speedup = compiled.speedup if compiled.runnable else None
     better_baseline = max(1.0, compile_speedup or 0.0)
@@ -92,12 +92,12 @@ def run_example(
         "best_vs_plain_compile": (best / compile_speedup) if best and compile_speedup else None,
         "best_vs_better_baseline": (best / better_baseline) if best else None,
         "meets_target_0.9": bool(best and best >= 0.9 * better_baseline),
-        "rounds_to_best": summary["best_round"],
+        "rounds_to_best": summary.best_round,
         "rounds": rounds,
-        "nodes": summary["nodes"],
-        "correct_nodes": summary["correct_nodes"],
+        "nodes": summary.nodes,
+        "correct_nodes": summary.correct_nodes,
         "search_s": round(search_s, 1),
-        "task_dir": summary["task_dir"],
+        "task_dir": summary.task_dir,
     }
 
 

@@ -17,6 +17,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.summary import TaskSummary
+from engine.taskdir import safe_name
+
 FAST_P_THRESHOLDS: tuple[float, ...] = (0.0, 1.0, 1.5, 2.0)
 
 
@@ -54,6 +57,28 @@ def expand_paths(paths: list[str]) -> list[Path]:
     if not unique:
         raise ValueError("no reference .py files in the given paths")
     return unique
+
+
+def unique_task_ids(paths: list[Path]) -> list[str]:
+    """One task id per reference: its safe file stem, with `-2`, `-3`, ... for a stem seen
+    before (`a/relu.py` and `b/relu.py`), so events and trace files never mix two tasks."""
+    taken: set[str] = set()
+    ids: list[str] = []
+    for path in paths:
+        base = safe_name(path.stem)
+        candidate, n = base, 1
+        while candidate in taken:
+            n += 1
+            candidate = f"{base}-{n}"
+        taken.add(candidate)
+        ids.append(candidate)
+    return ids
+
+
+def batch_exit_code(outcomes: list[TaskOutcome]) -> int:
+    """1 when no task produced a result (every one errored), else 0: a batch that only
+    failed to find a correct kernel still ran, but one where nothing ran is a failure."""
+    return 1 if outcomes and all(o.error for o in outcomes) else 0
 
 
 def sample_tasks(paths: list[Path], k: int | None, seed: int) -> list[Path]:
@@ -101,15 +126,15 @@ def summarize(outcomes: list[TaskOutcome]) -> dict[str, Any]:
     return metrics
 
 
-def outcome_from_summary(task: str, reference: str, summary: dict[str, Any]) -> TaskOutcome:
+def outcome_from_summary(task: str, reference: str, summary: TaskSummary) -> TaskOutcome:
     return TaskOutcome(
         task=task,
         reference=reference,
-        task_dir=summary.get("task_dir"),
-        correct=bool(summary.get("correct")),
-        best_speedup=summary.get("best_speedup"),
-        nodes=int(summary.get("nodes", 0)),
-        correct_nodes=int(summary.get("correct_nodes", 0)),
-        llm_calls=int(summary.get("llm_calls", 0)),
-        best_round=summary.get("best_round"),
+        task_dir=summary.task_dir,
+        correct=summary.correct,
+        best_speedup=summary.best_speedup,
+        nodes=summary.nodes,
+        correct_nodes=summary.correct_nodes,
+        llm_calls=summary.llm_calls,
+        best_round=summary.best_round,
     )

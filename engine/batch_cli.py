@@ -1,6 +1,11 @@
 """`stark batch PATHS...`: optimise many references (KernelBench problem files run
 unchanged; directories expand to their *.py files) into one timestamped run
-directory, with per-task results and the KernelBench metrics in summary.json."""
+directory, with per-task results and the KernelBench metrics in summary.json.
+
+Each task's id (in events and file names) is its file stem, suffixed `-2`, `-3`, ...
+when two references share a stem. Exit status: 0 when at least one task produced a
+result (even one without a correct kernel), 1 when every task errored (bad reference,
+failed search), 2 for bad arguments."""
 
 from __future__ import annotations
 
@@ -13,10 +18,12 @@ from typing import Any
 from engine.batch import (
     FAST_P_THRESHOLDS,
     TaskOutcome,
+    batch_exit_code,
     expand_paths,
     outcome_from_summary,
     sample_tasks,
     summarize,
+    unique_task_ids,
 )
 from engine.cli import UsageError
 from engine.optimize_cli import (
@@ -40,7 +47,6 @@ from engine.taskdir import (
     Redactor,
     TaskDir,
     atomic_write_text,
-    safe_name,
     timestamp,
     unique_dir,
 )
@@ -104,12 +110,14 @@ def run(args: argparse.Namespace) -> int:
     from engine.bench import Benchmarker
     from engine.search import StarkSearch
 
+    task_ids = unique_task_ids(paths)
     try:
         with Benchmarker() as benchmarker:
-            for index, path in enumerate(paths):
-                name = f"{index:03d}_{safe_name(path.stem)}"
+            for index, (path, task_id) in enumerate(zip(paths, task_ids, strict=True)):
+                name = f"{index:03d}_{task_id}"
                 outcome = _run_one(
                     name,
+                    task_id,
                     path,
                     run_dir / name,
                     setup,
@@ -131,11 +139,12 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(summary, default=str))
     elif not args.events:
         _print_metrics(summary)
-    return 0
+    return batch_exit_code(outcomes)
 
 
 def _run_one(
     name: str,
+    task_id: str,
     path: Path,
     root: Path,
     setup: Any,
@@ -152,7 +161,7 @@ def _run_one(
         self_check(benchmarker, source, str(path), self_check_config(args.device, args.timeout))
     except ReferenceError_ as exc:
         return TaskOutcome(name, str(path), None, False, None, error=str(exc))
-    task = TaskDir(root, path.stem, Redactor(setup.secrets))
+    task = TaskDir(root, task_id, Redactor(setup.secrets))
     search = search_cls(
         task=task,
         reference_src=source,

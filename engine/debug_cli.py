@@ -11,11 +11,51 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.bench.result import EvalResult
 from engine.cli import UsageError
 from engine.reference import ReferenceError_, check_reference_source, read_reference
+
+
+@dataclass(slots=True)
+class DebugReport:
+    """What `stark debug` found: the original verdict, the proposed fix and its verdict.
+    `to_dict()` is the `--json` shape the language server parses (keys must not change)."""
+
+    original: EvalResult | None = None
+    fixed_code: str | None = None
+    fixed: EvalResult | None = None
+    error: str | None = None
+
+    @property
+    def final(self) -> EvalResult | None:
+        """The verdict that counts: the fix's when there is one, else the original's."""
+        return self.fixed or self.original
+
+    @property
+    def ok(self) -> bool:
+        return self.final is not None and self.final.runnable
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "original": self.original.to_dict() if self.original else None,
+            "fixed_code": self.fixed_code,
+            "fixed": self.fixed.to_dict() if self.fixed else None,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DebugReport:
+        original, fixed = data.get("original"), data.get("fixed")
+        return cls(
+            original=EvalResult.from_dict(original) if original else None,
+            fixed_code=data.get("fixed_code"),
+            fixed=EvalResult.from_dict(fixed) if fixed else None,
+            error=data.get("error"),
+        )
 
 
 def register(subparsers: Any) -> None:
@@ -77,12 +117,12 @@ def run(args: argparse.Namespace) -> int:
         llm_timeout=args.llm_timeout,
         preflight=False,
     )
-    report: dict[str, Any] = {"original": None, "fixed_code": None, "fixed": None, "error": None}
+    report = DebugReport()
     with Benchmarker() as benchmarker:
         original = benchmarker.evaluate(reference, kernel, config)
-        report["original"] = original.to_dict()
+        report.original = original
         if original.stage == "harness":
-            report["error"] = f"benchmarker failed: {original.error}"
+            report.error = f"benchmarker failed: {original.error}"
         elif not original.runnable:
             node = StarkNode(node_id=0, parent_id=None, code=kernel, phase="debug")
             node.metrics = original
@@ -116,29 +156,23 @@ def run(args: argparse.Namespace) -> int:
                     repair = repair_request(request, reply.text, exc)
                     fixed_code = parse_code_reply(setup.agent.complete(repair).text).code
             except (AgentError, ParseError) as exc:
-                report["error"] = f"debug agent: {exc}"
+                report.error = f"debug agent: {exc}"
             else:
-                report["fixed_code"] = fixed_code
-                report["fixed"] = benchmarker.evaluate(reference, fixed_code, config).to_dict()
-    ok = bool((report["fixed"] or report["original"] or {}).get("correct")) and bool(
-        (report["fixed"] or report["original"] or {}).get("compiled")
-    )
+                report.fixed_code = fixed_code
+                report.fixed = benchmarker.evaluate(reference, fixed_code, config)
     if args.json:
-        print(json.dumps(report, default=str))
+        print(json.dumps(report.to_dict(), default=str))
     else:
         _print_human(report, kernel_path)
-    return 0 if ok else 1
+    return 0 if report.ok else 1
 
 
-def _print_human(report: dict[str, Any], kernel_path: Path) -> None:
-    from engine.bench.result import EvalResult
-
-    original = EvalResult.from_dict(report["original"])
-    print(f"{kernel_path}: {original.summary()}")
-    if report["error"]:
-        print(f"error: {report['error']}", file=sys.stderr)
-    if report["fixed"] is not None:
-        fixed = EvalResult.from_dict(report["fixed"])
-        print(f"proposed fix: {fixed.summary()}")
+def _print_human(report: DebugReport, kernel_path: Path) -> None:
+    if report.original is not None:
+        print(f"{kernel_path}: {report.original.summary()}")
+    if report.error:
+        print(f"error: {report.error}", file=sys.stderr)
+    if report.fixed is not None:
+        print(f"proposed fix: {report.fixed.summary()}")
         print("--- fixed code ---")
-        print(report["fixed_code"])
+        print(report.fixed_code)

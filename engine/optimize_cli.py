@@ -26,9 +26,11 @@ from engine.events import (
     NodeBenchmarked,
     NodeSelected,
     RoundFinished,
+    TaskFinished,
     TaskStarted,
 )
 from engine.reference import ReferenceError_, check_reference_source, read_reference
+from engine.summary import TaskSummary
 from engine.taskdir import Redactor, TaskDir, safe_name, timestamp, unique_dir
 
 DEFAULT_OUT = "stark_runs"
@@ -263,21 +265,21 @@ class RichProgress:
         self.progress.stop()
 
 
-def print_summary(summary: dict[str, Any], as_json: bool) -> None:
+def print_summary(summary: TaskSummary, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(summary, default=str))
+        print(json.dumps(summary.to_dict(), default=str))
         return
-    if summary.get("best_speedup") is not None:
-        head = f"best speedup {summary['best_speedup']:.2f}x (node {summary['best_node']})"
+    if summary.best_speedup is not None:
+        head = f"best speedup {summary.best_speedup:.2f}x (node {summary.best_node})"
     else:
         head = "no correct kernel found"
     print(
-        f"{summary['task_id']}: {head}; {summary['correct_nodes']}/{summary['nodes']} nodes "
-        f"correct; {summary['llm_calls']} LLM calls"
+        f"{summary.task_id}: {head}; {summary.correct_nodes}/{summary.nodes} nodes "
+        f"correct; {summary.llm_calls} LLM calls"
     )
-    if summary.get("best_kernel"):
-        print(f"best kernel: {summary['best_kernel']}")
-    print(f"task dir:    {summary['task_dir']}")
+    if summary.best_kernel:
+        print(f"best kernel: {summary.best_kernel}")
+    print(f"task dir:    {summary.task_dir}")
 
 
 # --- the command --------------------------------------------------------------------------
@@ -369,9 +371,17 @@ def _run_search(search: Any, args: argparse.Namespace) -> int:
         return 1
     if progress:
         progress.close()
-    if args.json or not args.events:
-        print_summary(summary, args.json)
+    report_summary(summary, args)
     return 0
+
+
+def report_summary(summary: TaskSummary, args: argparse.Namespace) -> None:
+    """--json: the summary object; --events alone: nothing more (the stream ended with
+    task_finished); neither: the human summary."""
+    if args.json:
+        print_summary(summary, as_json=True)
+    elif not args.events:
+        print_summary(summary, as_json=False)
 
 
 def _resume(args: argparse.Namespace) -> int:
@@ -393,10 +403,15 @@ def _resume(args: argparse.Namespace) -> int:
         raise UsageError(f"--resume {root}: unreadable {probe.state_path.name}: {exc}") from None
     if state is None:
         raise UsageError(f"--resume {root}: no tree.json yet (the run died before its seed)")
-    summary = probe.load_summary()
+    try:
+        summary = probe.load_summary()
+    except ValueError as exc:
+        raise UsageError(f"--resume {root}: unreadable {probe.summary_path.name}: {exc}") from None
     wants_more = args.rounds is not None and args.rounds > state["config"]["rounds"]
     if state.get("finished") and summary is not None and not wants_more:
-        print_summary(summary, args.json)
+        # Nothing to run: consumers of the event stream still get the task's outcome.
+        build_sinks(args, [])(TaskFinished(task_id=task_id, summary=summary.to_dict()))
+        report_summary(summary, args)
         return 0
     public = state.get("agent_settings") or {}
     setup = make_agent_setup(

@@ -22,9 +22,10 @@ first round that has no node yet.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +50,15 @@ from engine.events import (
     TaskStarted,
 )
 from engine.parsing import CodeReply, ParseError, PlanReply, parse_code_reply, parse_plan_reply
+from engine.summary import TaskSummary
 from engine.taskdir import TaskDir, UsageRow
+from engine.trace import ActionType, Trace
+from engine.trace.sanitize import MIN_SECRET_LEN
 from engine.tree import Selection, StarkNode, StarkTree
 
 STATE_SCHEMA = 1
+# Event fields that carry free text (errors, logs) and get the heuristic redaction too.
+_FREE_TEXT_FIELDS = frozenset({"error", "log", "logs", "message", "detail"})
 
 
 class SearchError(RuntimeError):
@@ -117,19 +123,6 @@ def snapshot(node: StarkNode) -> NodeSnapshot:
     )
 
 
-class _NullTrace:
-    """Stands in when engine.trace cannot be imported, so the search still runs."""
-
-    def insert_designer_or_coder_record(self, *args: Any, **kwargs: Any) -> int:
-        return 0
-
-    def insert_tester_record(self, *args: Any, **kwargs: Any) -> int:
-        return 0
-
-    def insert_conductor_record(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
 class _SafeTrace:
     """Delegates to the Trace; a failing trace write is logged, never fatal to the search
     (the task directory keeps llm_io, metrics and the tree regardless)."""
@@ -159,21 +152,11 @@ class _SafeTrace:
         self._guard("insert_conductor_record", *args, **kwargs)
 
 
-def _open_trace(op_name: str, task: TaskDir) -> Any:
-    try:
-        from engine.trace import Trace
-    except ImportError as exc:
-        task.log(f"trace disabled: engine.trace is not importable ({exc})")
-        return _NullTrace()
-    return _SafeTrace(Trace(op_name, task.task_id, task.trace_dir), task)
-
-
-def _action(name: str) -> Any:
-    try:
-        from engine.trace import ActionType
-    except ImportError:
-        return name
-    return ActionType[name]
+def _open_trace(op_name: str, task: TaskDir) -> _SafeTrace:
+    """The task's Trace, told the run's known secrets (e.g. a key read through a custom
+    environment variable name, which the trace's own heuristics cannot know about)."""
+    secrets = [s for s in task.redact.secrets if len(s) >= MIN_SECRET_LEN]
+    return _SafeTrace(Trace(op_name, task.task_id, task.trace_dir, secrets=secrets), task)
 
 
 class StarkSearch:
@@ -262,8 +245,31 @@ class StarkSearch:
     # --- events and bookkeeping -------------------------------------------------------------
 
     def emit(self, event: Event) -> None:
+        """Send an event to the sinks, its text redacted first: errors and logs echo what
+        endpoints and kernels print, and the event stream reaches editors and pipes."""
         if self.events is not None:
-            self.events(event)
+            self.events(self._redacted(event))
+
+    def _redacted(self, value: Any, free_text: bool = False) -> Any:
+        """A copy of `value` with secrets removed from every string in it. Free text (error
+        and log fields) gets the full heuristic redaction; identifiers and paths only lose
+        the run's known secret values, so a heuristic can never break a path."""
+        if isinstance(value, str):
+            return self.task.redact(value) if free_text else self.task.redact.exact(value)
+        if isinstance(value, dict):
+            return {
+                k: self._redacted(v, free_text or k in _FREE_TEXT_FIELDS) for k, v in value.items()
+            }
+        if isinstance(value, list | tuple):
+            return type(value)(self._redacted(v, free_text) for v in value)
+        if is_dataclass(value) and not isinstance(value, type):
+            changes = {
+                f.name: self._redacted(getattr(value, f.name), f.name in _FREE_TEXT_FIELDS)
+                for f in fields(value)
+                if f.init
+            }
+            return replace(value, **changes)
+        return value
 
     @property
     def model_label(self) -> str:
@@ -293,10 +299,14 @@ class StarkSearch:
 
     # --- the loop ---------------------------------------------------------------------------
 
-    def run(self) -> dict[str, Any]:
+    def run(self) -> TaskSummary:
         """Run the remaining rounds and return the summary; a finished run just reports."""
         if self.finished:
-            return self.task.load_summary() or self._finish()
+            summary = self.task.load_summary()
+            if summary is None:
+                return self._finish()
+            self.emit(TaskFinished(task_id=self.task.task_id, summary=summary.to_dict()))
+            return summary
         self.emit(
             TaskStarted(
                 task_id=self.task.task_id,
@@ -571,7 +581,7 @@ class StarkSearch:
             reply.text if error is None else f"(the call failed: {error})",
             request.prompt,
             reply.reasoning,
-            _action(action),
+            ActionType[action],
             round=round_,
             node_id=self.tree.new_id(),
         )
@@ -678,7 +688,14 @@ class StarkSearch:
 
     def _benchmark(self, node: StarkNode, round_: int) -> StarkNode:
         node.code_path = self.task.write_code(node.node_id, node.code)
+        twin = self._identical_node(node.code)
+        if twin is not None:
+            return self._reuse_verdict(node, twin)
         result = self._evaluate(node.code)
+        # A kernel's output may echo the environment: its error and log are free text that
+        # reaches tree.json, events and prompts, so they are redacted once, here.
+        result.log = self.task.redact(result.log)
+        result.error = self.task.redact(result.error) if result.error else result.error
         node.metrics = result
         node.logs = result.log
         if not result.runnable:
@@ -688,14 +705,44 @@ class StarkSearch:
             result.to_json(),
             result.log,
             profile,
-            _action("VERIFY"),
+            ActionType.VERIFY,
             reference_src=self.reference_src,
             candidate_src=node.code,
             eval_config=self.config.eval_config.to_dict(),
             node_id=node.node_id,
             round=round_,
         )
-        self._verify_files = [str(p) for p in getattr(self.trace, "last_files", [])]
+        self._verify_files = [str(p) for p in self.trace.last_files]
+        return node
+
+    def _identical_node(self, code: str) -> StarkNode | None:
+        """The oldest benchmarked node whose code is byte-identical (sha256) to `code`."""
+        digest = _sha256(code)
+        for node_id in sorted(self.tree.nodes):
+            other = self.tree.nodes[node_id]
+            if other.metrics is not None and other.code and _sha256(other.code) == digest:
+                return other
+        return None
+
+    def _reuse_verdict(self, node: StarkNode, twin: StarkNode) -> StarkNode:
+        """Give a duplicate candidate its twin's verdict instead of timing it again: two
+        identical kernels must not compete on timing noise, and the tree stays deterministic
+        (leader ties go to the older node, so the duplicate never displaces its twin)."""
+        assert twin.metrics is not None
+        note = f"identical to node {twin.node_id}; verdict reused"
+        node.metrics = EvalResult.from_dict(twin.metrics.to_dict())
+        node.logs = f"{note}\n{twin.logs}" if twin.logs else note
+        node.error = twin.error if not node.metrics.runnable else None
+        node.reused_from = twin.node_id
+        self._verify_files = []
+        self.trace.insert_conductor_record(
+            "CheckCoder",
+            f"candidate of node {node.node_id} (sha256 {_sha256(node.code)[:16]})",
+            json.dumps({"ok": True, "duplicate_of": twin.node_id, "note": note}, indent=2),
+            node_id=node.node_id,
+            round=node.created_round,
+        )
+        self.task.log(f"node {node.node_id}: {note}")
         return node
 
     def _commit(self, node: StarkNode, round_: int) -> None:
@@ -715,6 +762,7 @@ class StarkSearch:
                 "error": node.error,
                 "code_path": str(node.code_path) if node.code_path else None,
                 "plan": node.plan,
+                "reused_from": node.reused_from,
             },
         )
         improved = node.runnable and (
@@ -764,7 +812,7 @@ class StarkSearch:
 
     # --- finish -----------------------------------------------------------------------------
 
-    def _finish(self) -> dict[str, Any]:
+    def _finish(self) -> TaskSummary:
         from engine.plotting import plot_score_curve
 
         figure: str | None = None
@@ -783,38 +831,38 @@ class StarkSearch:
         if best is not None:
             self.task.write_best(best.code)
         usage = self.task.read_usage()
-        summary = {
-            "task_id": self.task.task_id,
-            "reference": self.reference_path,
-            "task_dir": str(self.task.root),
-            "finished": True,
-            "best_speedup": best.score if best else None,
-            "best_node": best.node_id if best else None,
-            "best_round": best.created_round if best else None,
-            "best_kernel": str(self.task.best_kernel_path) if best else None,
-            "correct": best is not None,
-            "nodes": len(self.tree.nodes),
-            "correct_nodes": sum(1 for n in self.tree.nodes.values() if n.runnable),
-            "buggy_nodes": sum(1 for n in self.tree.nodes.values() if n.buggy),
-            "rounds": self.config.rounds,
-            "rounds_run": self.next_round,
-            "llm_calls": len(usage),
-            "failed_llm_calls": sum(1 for r in usage if r.get("ok") == "0"),
-            "prompt_tokens": sum(int(r["prompt_tokens"] or 0) for r in usage),
-            "completion_tokens": sum(int(r["completion_tokens"] or 0) for r in usage),
-            "cost_usd": _sum_cost(usage),
-            "agent": self.agent_kind,
-            "model": self.model_label,
-            "device": self.target.device,
-            "seed": self.config.seed,
-            "score_trace": self.score_trace,
-            "figure": figure,
-            "wall_s": round(self._elapsed(), 3),
-        }
+        summary = TaskSummary(
+            task_id=self.task.task_id,
+            reference=self.reference_path,
+            task_dir=str(self.task.root),
+            finished=True,
+            best_speedup=best.score if best else None,
+            best_node=best.node_id if best else None,
+            best_round=best.created_round if best else None,
+            best_kernel=str(self.task.best_kernel_path) if best else None,
+            correct=best is not None,
+            nodes=len(self.tree.nodes),
+            correct_nodes=sum(1 for n in self.tree.nodes.values() if n.runnable),
+            buggy_nodes=sum(1 for n in self.tree.nodes.values() if n.buggy),
+            rounds=self.config.rounds,
+            rounds_run=self.next_round,
+            llm_calls=len(usage),
+            failed_llm_calls=sum(1 for r in usage if r.get("ok") == "0"),
+            prompt_tokens=sum(int(r["prompt_tokens"] or 0) for r in usage),
+            completion_tokens=sum(int(r["completion_tokens"] or 0) for r in usage),
+            cost_usd=_sum_cost(usage),
+            agent=self.agent_kind,
+            model=self.model_label,
+            device=self.target.device,
+            seed=self.config.seed,
+            score_trace=[list(point) for point in self.score_trace],
+            figure=figure,
+            wall_s=round(self._elapsed(), 3),
+        )
         self.finished = True
         self.task.write_summary(summary)
         self.task.save_state(self.state())
-        self.emit(TaskFinished(task_id=self.task.task_id, summary=summary))
+        self.emit(TaskFinished(task_id=self.task.task_id, summary=summary.to_dict()))
         return summary
 
 
@@ -830,6 +878,10 @@ def repair_request(request: AgentRequest, reply_text: str, error: ParseError) ->
         previous_reply=reply_text,
         parse_error=str(error),
     )
+
+
+def _sha256(code: str) -> str:
+    return hashlib.sha256(code.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _sum_cost(usage: list[dict[str, str]]) -> float | None:

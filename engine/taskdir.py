@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.bench.result import EvalResult
+from engine.summary import TaskSummary
 from engine.trace.sanitize import REDACTED, redact, sanitize_name
 from engine.trace.writer import atomic_write_text
 
@@ -233,16 +234,17 @@ class TaskDir:
         atomic_write_text(self.best_kernel_path, code)
         return self.best_kernel_path
 
-    def write_summary(self, summary: dict[str, Any]) -> Path:
-        atomic_write_text(
-            self.summary_path, self.redact(json.dumps(summary, indent=2, default=str))
-        )
+    def write_summary(self, summary: TaskSummary) -> Path:
+        text = json.dumps(summary.to_dict(), indent=2, default=str)
+        atomic_write_text(self.summary_path, self.redact(text))
         return self.summary_path
 
-    def load_summary(self) -> dict[str, Any] | None:
+    def load_summary(self) -> TaskSummary | None:
+        """The saved summary; None when there is none yet. Raises ValueError when the file
+        is not a task summary."""
         if not self.summary_path.exists():
             return None
-        return json.loads(self.summary_path.read_text(encoding="utf-8"))
+        return TaskSummary.from_dict(json.loads(self.summary_path.read_text(encoding="utf-8")))
 
 
 def find_task_id(root: Path) -> str:

@@ -50,6 +50,8 @@ class StarkNode:
     # Why the node failed before or during benchmarking (parse error, LLM failure,
     # benchmark error); None for a correct kernel.
     error: str | None = None
+    # A byte-identical earlier node whose verdict this node reuses (not benchmarked again).
+    reused_from: int | None = None
 
     def __post_init__(self) -> None:
         if self.phase not in PHASES:
@@ -112,6 +114,7 @@ class StarkNode:
             "created_round": self.created_round,
             "children": list(self.children),
             "error": self.error,
+            "reused_from": self.reused_from,
         }
 
     @classmethod
@@ -131,6 +134,7 @@ class StarkNode:
             created_round=int(data.get("created_round", 0)),
             children=[int(c) for c in data.get("children", [])],
             error=data.get("error"),
+            reused_from=data.get("reused_from"),
         )
 
 

@@ -1,6 +1,7 @@
 """Code actions: "Fix with STARK debug agent" on a failing kernel's diagnostics,
 "Optimize with STARK" on a reference, "Apply best kernel (1.84x faster)" when a
-job has one, and the debug agent's proposed fix as an edit to accept."""
+job found a kernel faster than the reference (speedup > 1; a slower "best" is
+not offered), and the debug agent's proposed fix as an edit to accept."""
 
 from __future__ import annotations
 
@@ -105,7 +106,7 @@ def code_actions(ls: StarkLanguageServer, params: types.CodeActionParams) -> lis
         if (
             job is not None
             and job.best_kernel is not None
-            and job.best_speedup
+            and commands.is_faster(job.best_speedup)
             and _wanted(KIND_APPLY_BEST, only)
         ):
             title = f"Apply best kernel ({job.best_speedup:.2f}x faster)"

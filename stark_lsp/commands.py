@@ -98,6 +98,12 @@ def _reference_of(server: StarkLanguageServer, uri: str, path: Path) -> tuple[Pa
     )
 
 
+def _calls_model(server: StarkLanguageServer, agent: str | None) -> bool:
+    """Whether a job's agent may call a model, i.e. whether it needs the API key
+    (`auto` becomes `openai` when a key or base URL is configured)."""
+    return (agent or server.settings.agent) != "offline"
+
+
 def _agent_args(server: StarkLanguageServer, agent: str | None, model: str | None) -> list[str]:
     settings = server.settings
     out = ["--agent", agent or settings.agent]
@@ -178,7 +184,7 @@ async def start_optimize(
         reference=reference,
         kernel=None,
         argv=argv,
-        env=server.engine_env(),
+        env=server.engine_env(calls_model=_calls_model(server, agent)),
         cwd=str(reference.parent),
         rounds=rounds,
         origin=origin,
@@ -214,7 +220,7 @@ async def start_verify(
         reference=reference,
         kernel=kernel,
         argv=argv,
-        env=server.engine_env(),
+        env=server.engine_env(calls_model=False),  # bench runs untrusted code, calls no model
         cwd=str(kernel.parent),
         origin=origin,
         device=device,
@@ -276,7 +282,7 @@ async def debug(server: StarkLanguageServer, *arguments: Any) -> dict[str, Any]:
         reference=reference,
         kernel=kernel,
         argv=argv,
-        env=server.engine_env(),
+        env=server.engine_env(calls_model=_calls_model(server, agent)),
         cwd=str(kernel.parent),
         device=server.settings.device,
     )
@@ -316,7 +322,7 @@ async def apply_best(server: StarkLanguageServer, *arguments: Any) -> dict[str, 
         ) from exc
     target = applied_kernel_path(job.reference)
     code = edits.with_reference_comment(code, target, job.reference)
-    label = f"best kernel ({job.best_speedup:.2f}x faster)" if job.best_speedup else "best kernel"
+    label = best_kernel_label(job.best_speedup)
     applied = await edits.write_file_via_client(
         server, target, code, f"STARK: apply {label} from {job.id}"
     )
@@ -329,6 +335,20 @@ async def apply_best(server: StarkLanguageServer, *arguments: Any) -> dict[str, 
                 best.result, job.id, job.best_node, _trace_links(best.trace_files), job.reference
             )
     return {"applied": applied.applied, "uri": path_to_uri(target), "failureReason": applied.reason}
+
+
+def is_faster(speedup: float | None) -> bool:
+    """Only a kernel that beats the reference is offered as an improvement."""
+    return speedup is not None and speedup > 1.0
+
+
+def best_kernel_label(speedup: float | None) -> str:
+    """What the confirmation says: never "faster" for a kernel that is not."""
+    if speedup is None:
+        return "best kernel (speedup unknown)"
+    if is_faster(speedup):
+        return f"best kernel ({speedup:.2f}x faster)"
+    return f"best kernel ({speedup:.2f}x: not faster than the reference)"
 
 
 async def apply_fix(server: StarkLanguageServer, *arguments: Any) -> dict[str, Any]:
@@ -360,6 +380,7 @@ async def watch(server: StarkLanguageServer, *arguments: Any) -> dict[str, Any]:
     uri, path = _task_file(server, args["uri"])
     _reference_of(server, uri, path)  # only tasks are watched
     server.watcher.watch(path)
+    await server.watcher.ready()  # answer with the glob-matched files too
     return {"watching": [path_to_uri(p) for p in server.watcher.watched()]}
 
 
@@ -377,6 +398,7 @@ async def server_info(server: StarkLanguageServer, *arguments: Any) -> dict[str,
     import os
     import sys
 
+    await server.watcher.ready()
     return {
         "pid": os.getpid(),
         "torchLoaded": "torch" in sys.modules,

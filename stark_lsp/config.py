@@ -13,6 +13,32 @@ from typing import Any
 
 AGENTS = ("auto", "offline", "openai")
 DEVICES = ("auto", "cpu", "cuda")
+INIT_OPTIONS = "initializationOptions"  # the only origin that may set engineCommand
+
+# Names of environment variables that hold secrets (same rule as engine/trace/sanitize.py).
+_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.I)
+
+
+def is_secret_name(name: str) -> bool:
+    """True for OPENAI_API_KEY, STARK_API_KEY, GITHUB_TOKEN, AWS_SECRET_ACCESS_KEY, ..."""
+    return bool(_SECRET_NAME.search(name))
+
+
+# `stark optimize` flags a user may add through `optimizeArgs`, with their value type
+# (None: a switch). Everything else is refused: flags the server sets itself (--agent,
+# --model, --base-url, --device, --seed, --out, --events, ...) would desynchronise the
+# job or redirect the key, and a workspace setting must never smuggle in other options.
+OPTIMIZE_FLAGS: dict[str, type | None] = {
+    "--root-limit": int,
+    "--leader-topk": int,
+    "--n-child": int,
+    "--timeout": float,
+    "--llm-timeout": float,
+    "--context-budget": int,
+    "--timing-budget": float,
+    "--correctness-trials": int,
+    "--no-profile": None,
+}
 
 
 class SettingsError(ValueError):
@@ -34,9 +60,11 @@ class Settings:
     watch_debounce_ms: int = 400
     trust: bool = True
     out_dir: str | None = None
-    # Extra CLI arguments passed to every `stark optimize` (e.g. a smaller timing budget).
+    # Extra CLI arguments passed to every `stark optimize` (e.g. a smaller timing budget);
+    # only OPTIMIZE_FLAGS are accepted.
     optimize_args: tuple[str, ...] = ()
-    # Test hook: replaces `python -m engine.cli` (fault injection only).
+    # Test hook: replaces `python -m engine` (fault injection only). Accepted from
+    # initializationOptions only: a workspace's settings must not choose what we execute.
     engine_command: tuple[str, ...] | None = None
     api_key: str | None = field(default=None, repr=False)
 
@@ -112,6 +140,42 @@ def _as_epsilon(value: Any) -> float | None:
     return float(value)
 
 
+def _as_optimize_args(value: Any) -> tuple[str, ...]:
+    """`["--timeout", "60", "--no-profile", "--n-child=2"]`: known flags, valid values."""
+    args = _as_str_list("optimizeArgs")(value)
+    known = ", ".join(OPTIMIZE_FLAGS)
+    i = 0
+    while i < len(args):
+        flag, equals, inline = args[i].partition("=")
+        if flag not in OPTIMIZE_FLAGS:
+            raise SettingsError(
+                f"stark.optimizeArgs: {args[i]!r} is not allowed (allowed flags: {known})"
+            )
+        kind = OPTIMIZE_FLAGS[flag]
+        if kind is None:
+            if equals:
+                raise SettingsError(f"stark.optimizeArgs: {flag} takes no value")
+            i += 1
+            continue
+        if equals:
+            raw = inline
+            i += 1
+        elif i + 1 < len(args):
+            raw = args[i + 1]
+            i += 2
+        else:
+            raise SettingsError(f"stark.optimizeArgs: {flag} needs a value")
+        try:
+            number = kind(raw)
+        except ValueError:
+            raise SettingsError(
+                f"stark.optimizeArgs: {flag} needs a {kind.__name__}, not {raw!r}"
+            ) from None
+        if not 0 < number < float("inf"):  # NaN fails both comparisons
+            raise SettingsError(f"stark.optimizeArgs: {flag} must be positive, not {raw!r}")
+    return args
+
+
 def _as_engine_command(value: Any) -> tuple[str, ...] | None:
     if value is None:
         return None
@@ -133,7 +197,7 @@ _KEYS: dict[str, tuple[str, Any]] = {
     "autoRun": ("auto_run", _as_bool("autoRun")),
     "trust": ("trust", _as_bool("trust")),
     "outDir": ("out_dir", _as_optional_str("outDir")),
-    "optimizeArgs": ("optimize_args", _as_str_list("optimizeArgs")),
+    "optimizeArgs": ("optimize_args", _as_optimize_args),
     "engineCommand": ("engine_command", _as_engine_command),
     "apiKey": ("api_key", _as_optional_str("apiKey")),
 }
@@ -151,9 +215,13 @@ def _flatten(data: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def merge(settings: Settings, data: Any) -> tuple[Settings, list[str]]:
+def merge(
+    settings: Settings, data: Any, *, allow_engine_command: bool = False
+) -> tuple[Settings, list[str]]:
     """Apply one settings object; returns the new settings and the problems found
-    (a bad value keeps the previous one and is reported, never crashes the server)."""
+    (a bad value keeps the previous one and is reported, never crashes the server).
+    `engineCommand` is honoured only with `allow_engine_command` (initializationOptions):
+    from `workspace/configuration` a cloned repository's settings could run anything."""
     if data is None:
         return settings, []
     if not isinstance(data, dict):
@@ -168,6 +236,12 @@ def merge(settings: Settings, data: Any) -> tuple[Settings, list[str]]:
                 changes["watch_globs"] = _as_str_list("watch.globs")(value)
             elif key == "watch.debounceMs":
                 changes["watch_debounce_ms"] = _as_int("watch.debounceMs", 0, 60_000)(value)
+            elif key == "engineCommand" and not allow_engine_command:
+                if value is not None:
+                    problems.append(
+                        "stark.engineCommand is ignored outside initializationOptions "
+                        "(a workspace setting must not choose the command the server runs)"
+                    )
             elif key in _KEYS:
                 name, convert = _KEYS[key]
                 changes[name] = convert(value)

@@ -9,6 +9,7 @@ import logging
 
 from lsprotocol import types
 
+from stark_lsp import config
 from stark_lsp.server import StarkLanguageServer
 
 log = logging.getLogger(__name__)
@@ -17,7 +18,7 @@ log = logging.getLogger(__name__)
 def register(server: StarkLanguageServer) -> None:
     @server.feature(types.INITIALIZE)
     def on_initialize(ls: StarkLanguageServer, params: types.InitializeParams) -> None:
-        ls.apply_settings(params.initialization_options, "initializationOptions")
+        ls.apply_settings(params.initialization_options, config.INIT_OPTIONS)
 
     @server.feature(types.INITIALIZED)
     async def on_initialized(ls: StarkLanguageServer, params: types.InitializedParams) -> None:

@@ -33,6 +33,7 @@ from engine.events import (
     event_from_dict,
 )
 from stark_lsp import procs
+from stark_lsp.eventcheck import check_event
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,7 @@ class Job:
     process: asyncio.subprocess.Process | None = field(default=None, repr=False)
     cancel_requested: bool = False
     final_event_seen: bool = False
+    bad_event_lines: int = 0  # event lines skipped as unreadable
     stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=STDERR_TAIL_LINES))
     done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
@@ -151,13 +153,13 @@ def apply_event(job: Job, event: Event) -> None:
         job.task_dir = Path(event.task_dir)
         job.rounds = event.rounds or job.rounds
     elif isinstance(event, NodeBenchmarked):
-        job.nodes[event.node.id] = event.node
         # `result: {}` means the node never reached the benchmarker (docs/events.md)
         result = (
             EvalResult.from_dict(event.result)
             if event.result
             else EvalResult(error=event.node.error or "not benchmarked", stage="agent")
         )
+        job.nodes[event.node.id] = event.node
         job.results[event.node.id] = NodeResult(
             result=result,
             code_path=job.resolve(event.node.code_path),
@@ -410,13 +412,32 @@ class JobManager:
                 continue  # stray output is not an event
             try:
                 event = event_from_dict(json.loads(text))
-            except (ValueError, TypeError) as exc:
-                log.warning("job %s: unreadable event line (%s): %.200s", job.id, exc, text)
+                check_event(event)
+                apply_event(job, event)
+            except Exception as exc:  # noqa: BLE001 - one bad line must not end the job
+                self._skip_bad_line(job, exc, text)
                 continue
-            apply_event(job, event)
             self._notify(job, event)
 
+    def _skip_bad_line(self, job: Job, exc: Exception, text: str) -> None:
+        """Log the first unreadable event line of a job; count the rest (a broken engine
+        could print thousands)."""
+        job.bad_event_lines += 1
+        if job.bad_event_lines == 1:
+            log.warning(
+                "job %s: skipped an unreadable event line (%s: %s): %.200s"
+                " (further ones are only counted)",
+                job.id,
+                type(exc).__name__,
+                exc,
+                text,
+            )
+        else:
+            log.debug("job %s: skipped another unreadable event line: %.200s", job.id, text)
+
     def _conclude(self, job: Job, returncode: int, stdout_text: str) -> None:
+        if job.bad_event_lines > 1:
+            log.info("job %s: %d event lines were skipped", job.id, job.bad_event_lines)
         if job.cancel_requested:
             self._finish(job, JobState.CANCELLED, "cancelled")
             return

@@ -1,6 +1,8 @@
 """Code lenses on `class Model` (Optimize / running round 3/10 — cancel /
-best 1.84x — apply) and `class ModelNew` (verify, fix, last verdict). They are
-computed from cached analysis and job state only: no I/O, no waiting."""
+best 1.84x — apply, or a plain "best 0.91x (no faster kernel found)" when the best
+kernel does not beat the reference) and `class ModelNew` (verify, fix, last
+verdict). They are computed from cached analysis and job state only: no I/O, no
+waiting."""
 
 from __future__ import annotations
 
@@ -26,6 +28,18 @@ def _lens(cls: ClassInfo, title: str, command: str, argument: dict[str, Any]) ->
     )
 
 
+def _label_lens(cls: ClassInfo, title: str) -> types.CodeLens:
+    """A lens that only informs: an empty command id is VS Code's convention for a
+    label that cannot be clicked (other clients show the title too)."""
+    return types.CodeLens(
+        range=types.Range(
+            start=types.Position(line=cls.line, character=cls.name_start),
+            end=types.Position(line=cls.line, character=cls.name_end),
+        ),
+        command=types.Command(title=title, command=""),
+    )
+
+
 def latest_optimize(ls: StarkLanguageServer, reference: Path) -> Job | None:
     return ls.jobs.latest(lambda j: j.kind is JobKind.OPTIMIZE and j.reference == reference)
 
@@ -44,11 +58,11 @@ def reference_lenses(
     else:
         lenses.append(_lens(cls, "STARK: Optimize", commands.OPTIMIZE, {"uri": uri}))
     if job is not None and job.best_kernel is not None and job.best_speedup is not None:
-        lenses.append(
-            _lens(
-                cls, f"best {job.best_speedup:.2f}x — apply", commands.APPLY_BEST, {"jobId": job.id}
-            )
-        )
+        best = f"best {job.best_speedup:.2f}x"
+        if commands.is_faster(job.best_speedup):
+            lenses.append(_lens(cls, f"{best} — apply", commands.APPLY_BEST, {"jobId": job.id}))
+        else:
+            lenses.append(_label_lens(cls, f"{best} (no faster kernel found)"))
     return lenses
 
 

@@ -5,7 +5,6 @@ back to the job through the token."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -88,7 +87,7 @@ class ProgressTracker:
             self._by_job[job.id] = state
             self._job_by_token[state.token] = job.id
             state.pending = job
-            asyncio.ensure_future(self._begin(state, job))
+            self._server.background.spawn(self._begin(state, job), f"progress of {job.id}")
             return
         if state.broken or state.ended:
             return

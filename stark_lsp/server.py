@@ -19,6 +19,7 @@ from pygls.uris import from_fs_path, to_fs_path
 
 from engine.bench.result import EvalResult
 from stark_lsp import __version__, config, diagnostics, notifications
+from stark_lsp.background import BackgroundTasks
 from stark_lsp.diagnostics import RelatedFile
 from stark_lsp.jobs import Job, JobKind, JobManager, JobState
 from stark_lsp.progress import ProgressTracker
@@ -75,6 +76,7 @@ class StarkLanguageServer(LanguageServer):
     def __init__(self) -> None:
         super().__init__("stark-lsp", __version__)
         self.settings = config.Settings()
+        self.background = BackgroundTasks()
         self.jobs = JobManager(self.settings.max_concurrent_jobs, self._on_job_update)
         self.progress = ProgressTracker(self, self._cancel_from_progress)
         self.verdicts: dict[Path, Verdict] = {}
@@ -148,7 +150,9 @@ class StarkLanguageServer(LanguageServer):
 
     # -- settings -------------------------------------------------------------------
     def apply_settings(self, data: Any, origin: str) -> None:
-        self.settings, problems = config.merge(self.settings, data)
+        self.settings, problems = config.merge(
+            self.settings, data, allow_engine_command=origin == config.INIT_OPTIONS
+        )
         log.info("settings from %s: %s", origin, self.settings.redacted())
         for problem in problems:
             self.window_show_message(
@@ -183,14 +187,20 @@ class StarkLanguageServer(LanguageServer):
         base = list(self.settings.engine_command or (sys.executable, "-m", "engine"))
         return [*base, *args]
 
-    def engine_env(self) -> dict[str, str]:
+    def engine_env(self, calls_model: bool) -> dict[str, str]:
+        """The environment of one engine job. Only a job that calls a model gets the API
+        key. Every other job (a `stark bench` verification, an offline-agent run) runs
+        untrusted kernels without needing any secret, so it gets no variable whose name
+        says it holds one (config.is_secret_name), from our environment or the client."""
         env = dict(os.environ)
+        if not calls_model:
+            env = {name: value for name, value in env.items() if not config.is_secret_name(name)}
         env["PYTHONUNBUFFERED"] = "1"
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p
         )
         key = self.settings.api_key
-        if key:  # handed over by the client: only ever in the child's environment
+        if key and calls_model:  # handed over by the client: only ever in the child's env
             env["STARK_API_KEY"] = key
             env["OPENAI_API_KEY"] = key
         return env
@@ -227,15 +237,13 @@ class StarkLanguageServer(LanguageServer):
 
     # -- job updates --------------------------------------------------------------------
     def _cancel_from_progress(self, job_id: str) -> None:
-        import asyncio
-
         async def cancel() -> None:
             try:
                 await self.jobs.cancel(job_id)
             except Exception as exc:  # noqa: BLE001 - the job may have just finished
                 log.info("progress cancel of %s: %s", job_id, exc)
 
-        asyncio.ensure_future(cancel())
+        self.background.spawn(cancel(), f"progress cancel of {job_id}")
 
     def _on_job_update(self, job: Job, event: Any) -> None:
         from engine.events import NodeBenchmarked
@@ -276,8 +284,6 @@ class StarkLanguageServer(LanguageServer):
         """The debug agent's fix comes back as an edit the user accepts (VS Code shows a
         preview because of the confirmation annotation; Neovim puts it in the buffer,
         unsaved, undoable). It also stays available as a code action and a lens."""
-        import asyncio
-
         from stark_lsp import edits
 
         if job.debug is None or not job.debug.fixed_code or job.kernel is None:
@@ -295,7 +301,7 @@ class StarkLanguageServer(LanguageServer):
             )
             log.info("debug fix %s: applied=%s %s", job.id, outcome.applied, outcome.reason or "")
 
-        asyncio.ensure_future(propose())
+        self.background.spawn(propose(), f"debug fix proposal of {job.id}")
 
     def _write_verify_artifacts(self, job: Job) -> list[Path]:
         """A verification from the editor has no task trace: keep its full log and a
@@ -343,7 +349,6 @@ class StarkLanguageServer(LanguageServer):
         workspace = getattr(caps, "workspace", None) if caps else None
         lens = getattr(workspace, "code_lens", None) if workspace else None
         if lens is not None and lens.refresh_support:
-            import asyncio
 
             async def refresh() -> None:
                 try:
@@ -351,7 +356,7 @@ class StarkLanguageServer(LanguageServer):
                 except Exception as exc:  # noqa: BLE001 - a refresh is a courtesy
                     log.debug("codeLens refresh failed: %s", exc)
 
-            asyncio.ensure_future(refresh())
+            self.background.spawn(refresh(), "codeLens refresh")
 
 
 def _trace_links(paths: list[Path]) -> list[RelatedFile]:

@@ -8,7 +8,12 @@ Globs (`stark.watch.globs`, e.g. `**/ref_*.py`) are expanded against the
 workspace folders when settings arrive, and each matching file's directory is
 watched non-recursively (a recursive watch of a workspace with a virtualenv
 would cost thousands of inotify watches). Directories created later are picked
-up at the next settings change."""
+up at the next settings change.
+
+Expansion walks the workspace, which takes a noticeable time on a large tree,
+so it runs in a worker thread (`asyncio.to_thread`), never on the event loop,
+and it prunes SKIP_DIRS (virtualenvs, node_modules, VCS and build folders)
+before descending into them rather than filtering their files afterwards."""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -28,8 +34,31 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SKIP_DIRS = {".git", ".venv", "venv", "node_modules", "__pycache__", "stark_runs", ".stark"}
+# Never descended into when expanding globs: environments, caches, VCS and build output.
+SKIP_DIRS = frozenset(
+    {
+        ".git",
+        ".hg",
+        ".svn",
+        ".venv",
+        "venv",
+        ".tox",
+        ".nox",
+        "node_modules",
+        "__pycache__",
+        ".mypy_cache",
+        ".pytest_cache",
+        ".ruff_cache",
+        ".eggs",
+        "site-packages",
+        "stark_runs",
+        ".stark",
+        "build",
+        "dist",
+    }
+)
 MAX_GLOB_FILES = 2000
+MAX_GLOB_DIRS = 50_000  # bounds the walk of a pathological tree
 
 
 @lru_cache(maxsize=256)
@@ -66,22 +95,44 @@ def matches(path: Path, roots: list[Path], globs: tuple[str, ...]) -> bool:
     return False
 
 
+def _skipped(name: str) -> bool:
+    return name in SKIP_DIRS or name.endswith(".egg-info")
+
+
 def expand(roots: list[Path], globs: tuple[str, ...]) -> set[Path]:
+    """The files under `roots` that match `globs`. Blocking (it walks the disk): call
+    it through `asyncio.to_thread`. Pruned directories are never entered and symlinked
+    directories are not followed."""
+    patterns = [glob_regex(g) for g in globs]
     found: set[Path] = set()
+    visited = 0
     for root in roots:
-        for pattern in globs:
-            try:
-                candidates = root.glob(pattern)
-                for path in candidates:
-                    if len(found) >= MAX_GLOB_FILES:
-                        return found
-                    if SKIP_DIRS.intersection(path.relative_to(root).parts[:-1]):
-                        continue
+        for directory, subdirs, files in os.walk(root):
+            subdirs[:] = sorted(d for d in subdirs if not _skipped(d))  # prune before descending
+            visited += 1
+            if visited > MAX_GLOB_DIRS:
+                log.warning("watch globs: stopped after %d directories", MAX_GLOB_DIRS)
+                return found
+            relative_dir = Path(directory).relative_to(root).as_posix()
+            prefix = "" if relative_dir == "." else relative_dir + "/"
+            for name in files:
+                if any(p.match(prefix + name) for p in patterns):
+                    path = Path(directory, name)
                     if path.is_file():
                         found.add(path.resolve())
-            except (OSError, ValueError) as exc:
-                log.warning("bad watch glob %r: %s", pattern, exc)
+                        if len(found) >= MAX_GLOB_FILES:
+                            log.warning("watch globs: stopped at %d files", MAX_GLOB_FILES)
+                            return found
     return found
+
+
+def _baselines(paths: set[Path]) -> dict[Path, str]:
+    """Content hashes of `paths` (blocking: runs in the expansion thread too)."""
+    hashes: dict[Path, str] = {}
+    for path in paths:
+        with contextlib.suppress(OSError):
+            hashes[path] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashes
 
 
 def _handler(manager: WatchManager) -> object:
@@ -116,6 +167,8 @@ class WatchManager:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timers: dict[Path, asyncio.TimerHandle] = {}
         self._last_hash: dict[Path, str] = {}
+        self._expansion: asyncio.Task[None] | None = None
+        self._generation = 0  # the settings change an expansion belongs to
 
     # -- what is watched ----------------------------------------------------------
     def watched(self) -> list[Path]:
@@ -141,13 +194,51 @@ class WatchManager:
         return True
 
     def configure(self, globs: tuple[str, ...], roots: list[Path]) -> None:
+        """New globs or roots: re-expand in a worker thread. Returns at once; `ready()`
+        waits for the expansion. A newer call supersedes an expansion still running."""
         if globs == self._globs and roots == self._roots:
             return
         self._globs, self._roots = globs, roots
-        self._glob_files = expand(roots, globs) if globs else set()
-        for path in self._glob_files:
-            self._remember(path)
+        self._generation += 1
+        if not globs:
+            self._glob_files = set()
+            self._sync()
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a script or a unit test): nothing to block
+            files = expand(roots, globs)
+            self._adopt(self._generation, files, _baselines(files))
+            return
+        self._expansion = self._server.background.spawn(
+            self._expand_off_loop(self._generation, roots, globs), "watch glob expansion"
+        )
+
+    async def _expand_off_loop(
+        self, generation: int, roots: list[Path], globs: tuple[str, ...]
+    ) -> None:
+        def work() -> tuple[set[Path], dict[Path, str]]:
+            files = expand(roots, globs)
+            return files, _baselines(files)
+
+        files, hashes = await asyncio.to_thread(work)
+        self._adopt(generation, files, hashes)
+
+    def _adopt(self, generation: int, files: set[Path], hashes: dict[Path, str]) -> None:
+        """On the loop: take an expansion's result unless newer settings superseded it."""
+        if generation != self._generation:
+            return
+        self._glob_files = files
+        for path, digest in hashes.items():
+            self._last_hash.setdefault(path, digest)  # a change seen meanwhile is newer
         self._sync()
+
+    async def ready(self) -> None:
+        """Wait for the glob expansion in progress, if any (commands that report the
+        watched files answer with the finished list)."""
+        while (expansion := self._expansion) is not None and not expansion.done():
+            with contextlib.suppress(Exception):  # a failed expansion is logged by its task
+                await asyncio.shield(expansion)
 
     def _remember(self, path: Path) -> None:
         """Baseline content, so an mtime-only touch does not start a run."""
@@ -181,6 +272,8 @@ class WatchManager:
     def stop(self) -> None:
         for timer in self._timers.values():
             timer.cancel()
+        if self._expansion is not None:
+            self._expansion.cancel()
         if self._observer is not None:
             self._observer.stop()
             self._observer = None
@@ -218,7 +311,7 @@ class WatchManager:
             editor_text = self._server.workspace.get_text_document(uri).source
             if editor_text.encode("utf-8") == data:
                 return  # the editor saved it: the editor already knows
-        asyncio.ensure_future(self._server_rerun(path))
+        self._server.background.spawn(self._server_rerun(path), f"re-run of {path.name}")
 
     async def _server_rerun(self, path: Path) -> None:
         from stark_lsp import commands

@@ -3,14 +3,12 @@
 Exit status 0 whenever an evaluation was carried out, whatever its verdict (an
 incorrect or crashing candidate is a result, not an error); 2 for usage errors,
 always as one line on stderr.
-With --json, stdout carries exactly one JSON object (EvalResult.to_dict()).
+With --json, stdout carries exactly one strict JSON object (EvalResult.to_json()).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import re
 import sys
@@ -93,7 +91,11 @@ def register(subparsers: Any) -> None:
         type=_positive_int,
         default=None,
         metavar="N",
-        help="fixed number of timed calls per side (default: adaptive, until IQR/median < 0.1)",
+        help=(
+            "fixed number of timed calls per side (default: adaptive, at least "
+            f"{defaults.min_timing_trials} and at most {defaults.max_timing_trials}, until "
+            f"IQR/median < {defaults.noise_target:g} or {defaults.timing_budget_s:g} s per side)"
+        ),
     )
     parser.add_argument(
         "--timeout",
@@ -183,6 +185,13 @@ def human_report(result: EvalResult, log_lines: int = LOG_LINES_ON_FAILURE) -> s
     if result.error_location is not None:
         where = f" in {result.error_location.function}" if result.error_location.function else ""
         lines.append(f"  at candidate line {result.error_location.line}{where}")
+    if "untrusted_timing" in result.flags:
+        lines.append(
+            "  speedup withheld: the candidate imports the harness or inspects its stack frames,"
+            " so the timing it reports can't be trusted (correctness was still checked)"
+        )
+    if "cache_tampered" in result.flags:
+        lines.append("  the compile cache had been tampered with; affected extensions were rebuilt")
     if result.correctness_trials:
         lines.append(f"  trials passed: {result.trials_passed}/{result.correctness_trials}")
     spent = [
@@ -211,17 +220,6 @@ def human_report(result: EvalResult, log_lines: int = LOG_LINES_ON_FAILURE) -> s
     return "\n".join(lines)
 
 
-def _finite(value: Any) -> Any:
-    """NaN/Inf (e.g. the error of a NaN output) become null: strict JSON parsers reject them."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_finite(item) for item in value]
-    return value
-
-
 def _progress(stream: TextIO, label: str) -> Any:
     """A spinner on an interactive stderr; nothing when piped."""
     if not stream.isatty():
@@ -242,10 +240,7 @@ def run(args: argparse.Namespace) -> int:
         result = bench.evaluate(reference_src, candidate_src, config)
     if work_root is not None:
         print(f"stark bench: worker files kept in {work_root}", file=sys.stderr)
-    if args.json:
-        text = json.dumps(_finite(result.to_dict()), allow_nan=False)
-    else:
-        text = human_report(result)
+    text = result.to_json() if args.json else human_report(result)
     try:
         sys.stdout.write(text + "\n")
         sys.stdout.flush()

@@ -6,6 +6,15 @@ module name `<name>_<hash[:12]>`. So an identical candidate is never rebuilt (a
 hit imports the finished `.so` directly, no ninja), and two candidates that
 pick the same `name=` never share a build directory or a module name.
 
+Integrity: a candidate runs as the same user and could overwrite a cached `.so`
+that a later, honest candidate would then load. So when the parent hands over
+the hashes it trusts (`CACHE_GUARD_FILE` in the eval dir, read and deleted here
+before the candidate is imported), a cached build is loaded only if its `.so`
+hashes to the expected value; anything else (a changed or a planted `.so`) is
+deleted and rebuilt, and reported as tampered. Every build is reported to the
+parent in `CACHE_BUILDS_FILE`, signed with the guard's token; the parent keeps
+the authoritative manifest (see `evaluate.CacheManifest`).
+
 Concurrency: a build holds an `flock` on `<dir>.lock` (released by the kernel if
 the builder dies), so two workers building the same hash wait for each other,
 and a torch `FileBaton` lock file found while we hold the flock can only be a
@@ -18,11 +27,13 @@ import contextlib
 import fcntl
 import functools
 import hashlib
+import hmac
 import importlib.util
 import inspect
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -34,8 +45,16 @@ from typing import Any
 import torch
 import torch.utils.cpp_extension as cpp_extension
 
+from engine.bench.sandbox import (
+    CACHE_BUILDS_FILE,
+    CACHE_DIR_HASH_CHARS,
+    CACHE_GUARD_FILE,
+    result_mac,
+    sha256_file,
+)
+
 MARKER = "stark_built.json"
-HASH_CHARS = 16
+HASH_CHARS = CACHE_DIR_HASH_CHARS
 NAME_HASH_CHARS = 12
 # Arguments that do not change what gets built.
 _NOT_HASHED = {"name", "build_directory", "verbose", "keep_intermediates"}
@@ -47,6 +66,9 @@ _ERROR_LINE = re.compile(
     re.MULTILINE,
 )
 LOG_EXCERPT_CHARS = 8000
+# Bound when the fork server imports this module, before any candidate could patch them.
+_os_open, _os_write, _os_close, _os_replace = os.open, os.write, os.close, os.replace
+_json_dumps = json.dumps
 
 
 class ExtensionBuildError(RuntimeError):
@@ -61,6 +83,8 @@ class BuildRecord:
     seconds: float
     error: str | None = None
     log_excerpt: str = ""
+    module: str = ""
+    sha256: str | None = None  # of the built .so, taken right after the build
 
 
 @functools.cache
@@ -128,7 +152,13 @@ class CompileCache:
     cache_dir: Path
     device: str
     log_path: Path | None = None
+    # Where the parent's guard file is and the build report goes; default: log_path's dir.
+    report_dir: Path | None = None
     records: list[BuildRecord] = field(default_factory=list)
+    # key -> sha256 of the .so the parent trusts; None: unguarded (no parent guard file).
+    expected: dict[str, str] | None = None
+    tampered: list[str] = field(default_factory=list)  # keys whose cached .so was not trusted
+    _report_token: str = ""
     _originals: dict[str, Callable[..., Any]] = field(default_factory=dict)
 
     @property
@@ -137,6 +167,7 @@ class CompileCache:
 
     def install(self) -> None:
         self.ext_dir.mkdir(parents=True, exist_ok=True)
+        self._read_guard()
         os.environ["TORCH_EXTENSIONS_DIR"] = str(self.cache_dir / "torch_extensions")
         if self.device == "cuda" and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
             major, minor = torch.cuda.get_device_capability()
@@ -145,6 +176,70 @@ class CompileCache:
             original = getattr(cpp_extension, fn_name)
             self._originals[fn_name] = original
             setattr(cpp_extension, fn_name, self._wrap(fn_name, original))
+
+    def _read_guard(self) -> None:
+        """Take the parent's expected hashes and report token, and delete the file, before
+        any candidate code runs (it never sees which hashes are trusted or the token)."""
+        if self.report_dir is None and self.log_path is not None:
+            self.report_dir = self.log_path.parent
+        if self.report_dir is None:
+            return
+        path = self.report_dir / CACHE_GUARD_FILE
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            return
+        finally:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        try:
+            data = json.loads(text)
+            expected = {str(k): str(v) for k, v in dict(data.get("expected") or {}).items()}
+            token = str(data["token"])
+        except (ValueError, TypeError, KeyError, AttributeError):
+            expected, token = {}, ""  # unreadable guard: trust nothing in the cache
+        self.expected, self._report_token = expected, token
+
+    def _trusted(self, key: str, library: Path) -> bool:
+        if self.expected is None:
+            return True
+        expected = self.expected.get(key)
+        return expected is not None and hmac.compare_digest(expected, sha256_file(library) or "")
+
+    def _quarantine(self, key: str, build_dir: Path, finished: bool) -> None:
+        """Remove a build dir we can't trust (a planted or changed .so, or a half-finished
+        build whose objects ninja would otherwise reuse). Only a finished one is tampering."""
+        if finished:
+            self.tampered.append(key)
+            _note(f"cached build {build_dir.name} does not match the harness's record; rebuilt")
+        shutil.rmtree(build_dir, ignore_errors=True)
+        build_dir.mkdir(parents=True, exist_ok=True)
+        self._report()
+
+    def _report(self) -> None:
+        """Tell the parent what was built (and what was found tampered), signed."""
+        if self.report_dir is None or self.expected is None:
+            return
+        body: dict[str, object] = {
+            "builds": [
+                {"key": r.key, "module": r.module, "sha256": r.sha256}
+                for r in self.records
+                if not r.hit and r.error is None and r.sha256
+            ],
+            "tampered": list(self.tampered),
+        }
+        text = _json_dumps({**body, "mac": result_mac(self._report_token, body)})
+        path = self.report_dir / CACHE_BUILDS_FILE
+        tmp = str(path.with_name(f".{path.name}.{os.getpid()}.tmp"))
+        with contextlib.suppress(OSError):
+            fd = _os_open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                data = text.encode()
+                while data:
+                    data = data[_os_write(fd, data) :]
+            finally:
+                _os_close(fd)
+            _os_replace(tmp, str(path))
 
     @property
     def failures(self) -> list[BuildRecord]:
@@ -201,18 +296,21 @@ class CompileCache:
         is_python_module = bool(arguments.get("is_python_module", True))
         standalone = bool(arguments.get("is_standalone", False))
 
-        hit = self._load_finished(build_dir, module_name, is_python_module, standalone)
-        if hit is not None:
+        library = _finished_library(build_dir, module_name, standalone)
+        if library is not None and self._trusted(key, library):
             self.records.append(BuildRecord(name, key, True, time.perf_counter() - start))
-            return hit
+            return _import_library(library, module_name, is_python_module)
 
         build_dir.mkdir(parents=True, exist_ok=True)
         log_offset = _file_size(self.log_path)
         with self._exclusive(build_dir):
-            hit = self._load_finished(build_dir, module_name, is_python_module, standalone)
-            if hit is not None:  # another worker finished it while we waited
+            library = _finished_library(build_dir, module_name, standalone)
+            if library is not None and self._trusted(key, library):
+                # another worker finished it while we waited
                 self.records.append(BuildRecord(name, key, True, time.perf_counter() - start))
-                return hit
+                return _import_library(library, module_name, is_python_module)
+            if self.expected is not None and not standalone:
+                self._quarantine(key, build_dir, finished=library is not None)
             with contextlib.suppress(FileNotFoundError):
                 (build_dir / "lock").unlink()  # stale torch baton of a killed build
             arguments.update(name=module_name, build_directory=str(build_dir), verbose=True)
@@ -220,10 +318,16 @@ class CompileCache:
                 result = original(**arguments)
             except Exception as exc:
                 raise self._failure(name, key, start, exc, log_offset) from exc
+            digest = None if standalone else sha256_file(build_dir / f"{module_name}.so")
+            if self.expected is not None and digest is not None:
+                self.expected[key] = digest  # a second identical call in this worker is a hit
+            record = BuildRecord(name, key, False, time.perf_counter() - start)
+            record.module, record.sha256 = module_name, digest
+            self.records.append(record)
+            self._report()  # before the marker: a build is never finished but unreported
             (build_dir / MARKER).write_text(
                 json.dumps({"module": module_name, "name": name, "python_module": is_python_module})
             )
-        self.records.append(BuildRecord(name, key, False, time.perf_counter() - start))
         return result
 
     def _failure(
@@ -259,23 +363,28 @@ class CompileCache:
             finally:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
-    @staticmethod
-    def _load_finished(
-        build_dir: Path, module_name: str, is_python_module: bool, standalone: bool
-    ) -> Any:
-        """Import a finished build without invoking ninja; None if there is none."""
-        marker = build_dir / MARKER
-        if standalone or not marker.exists():
-            return None
-        library = build_dir / f"{module_name}.so"
-        if not library.exists():
-            return None
-        if not is_python_module:
-            torch.ops.load_library(str(library))
-            return str(library)
-        spec = importlib.util.spec_from_file_location(module_name, library)
-        if spec is None or spec.loader is None:
-            return None
-        module: ModuleType = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
+
+def _note(text: str) -> None:
+    with contextlib.suppress(OSError):
+        _os_write(2, f"[stark] {text}\n".encode())
+
+
+def _finished_library(build_dir: Path, module_name: str, standalone: bool) -> Path | None:
+    """The .so of a finished build (marker written after a successful build), or None."""
+    if standalone or not (build_dir / MARKER).exists():
+        return None
+    library = build_dir / f"{module_name}.so"
+    return library if library.exists() else None
+
+
+def _import_library(library: Path, module_name: str, is_python_module: bool) -> Any:
+    """Import a finished build without invoking ninja."""
+    if not is_python_module:
+        torch.ops.load_library(str(library))
+        return str(library)
+    spec = importlib.util.spec_from_file_location(module_name, library)
+    if spec is None or spec.loader is None:
+        raise ExtensionBuildError(f"cannot import cached extension {library}")
+    module: ModuleType = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -259,7 +259,8 @@ def check_no_alias(outputs: list[Any], inputs: list[Any]) -> None:
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:
-    flat = _contiguous(_detach(t)).reshape(-1)
+    """Bitwise view, so NaN compares equal to itself (bool has no uint8 view: compared as is)."""
+    flat = _reshape(_contiguous(_detach(t)), (-1,))
     return _view(flat, torch.uint8) if t.dtype != torch.bool else flat
 
 
@@ -385,6 +386,11 @@ def compare_outputs(
             f"candidate returned {len(news)} output(s) as {type(new_out).__name__}, "
             f"expected {len(refs)} as {type(ref_out).__name__}"
         )
+    if _container_kind(new_out) != _container_kind(ref_out):
+        raise CheckFailure(
+            f"candidate returned a {_container_kind(new_out)}, the reference a "
+            f"{_container_kind(ref_out)}; code that uses the model's output may depend on which"
+        )
     total = TrialStats()
     for i, (new, ref) in enumerate(zip(news, refs, strict=True)):
         if isinstance(ref, _Tensor):
@@ -394,6 +400,15 @@ def compare_outputs(
         elif new != ref:
             raise CheckFailure(f"output {i}: {new!r} != expected {ref!r}")
     return total
+
+
+def _container_kind(out: Any) -> str:
+    """tuple (named tuples and torch's return types included), list, or what it is."""
+    if isinstance(out, tuple):
+        return "tuple"
+    if isinstance(out, list):
+        return "list"
+    return "tensor" if isinstance(out, _Tensor) else type(out).__name__
 
 
 def _sample_pair(new: torch.Tensor, ref: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -468,11 +483,6 @@ def _same_outputs(raw: Any, copy: Any) -> bool:
         ):
             return False
     return True
-
-
-def _bits(tensor: torch.Tensor) -> torch.Tensor:
-    """Bitwise view, so NaN compares equal to itself."""
-    return _reshape(_detach(tensor).contiguous(), (-1,)).view(torch.uint8)
 
 
 def reference_output(ref_model: Callable[..., Any], trial: Trial, device: torch.device) -> Any:
@@ -585,3 +595,61 @@ class NamespaceSnapshot:
                 if new is not old and not _torch_wrapper_of(new, old):
                     out.append(f"{space}.{name}")
         return out
+
+
+_ABSENT = object()
+
+
+def _attributes(owner: object) -> dict[str, Any]:
+    """An object's own attributes (its __dict__, or its slots) plus its class."""
+    own = getattr(owner, "__dict__", None)
+    if own is not None:
+        attrs = dict(own)
+    else:
+        slots = getattr(type(owner), "__slots__", ())
+        attrs = {name: getattr(owner, name, _ABSENT) for name in slots}
+    attrs["__class__"] = type(owner)
+    return attrs
+
+
+@dataclass
+class InstanceSnapshot:
+    """One harness object's attributes, by identity, taken before the candidate loads.
+
+    The namespace snapshot covers modules and classes; a candidate that reaches the worker's
+    `Evaluation` or `Timer` through frames or gc can instead shadow a method on the instance
+    (`ev.time_both = fake`) or swap its clock, result or kernel clock for its own. None of
+    these objects legitimately gains or rebinds an attribute once user code runs, so any
+    difference is tampering. Comparing a dozen identities keeps the check cheap enough to run
+    on every timing round."""
+
+    owner: object
+    label: str
+    attrs: dict[str, Any]
+
+    mutable: tuple[str, ...] = ()  # plain state the owner itself updates (a bool, a counter)
+
+    @classmethod
+    def take(cls, owner: object, label: str, mutable: tuple[str, ...] = ()) -> InstanceSnapshot:
+        return cls(owner, label, _attributes(owner), mutable)
+
+    def changed(self) -> list[str]:
+        now = _attributes(self.owner)
+        for name in self.mutable:
+            now.pop(name, None)
+        names = sorted((set(now) | set(self.attrs)) - set(self.mutable))
+        return [
+            f"{self.label}.{name}"
+            for name in names
+            if now.get(name, _ABSENT) is not self.attrs.get(name, _ABSENT)
+        ]
+
+
+class HarnessPatched(CheckFailure):
+    """A harness object was modified while the candidate ran."""
+
+    def __init__(self, changed: list[str]) -> None:
+        shown = ", ".join(changed[:3]) + (
+            f" (+{len(changed) - 3} more)" if len(changed) > 3 else ""
+        )
+        super().__init__(f"candidate patched the benchmark harness ({shown})", "harness_patched")

@@ -98,7 +98,7 @@ class EvalResult:
     profile: list[ProfileEntry] | None = None
     host_ms: TimingStats | None = None  # CUDA only: host time around a device-wide sync
     compile_s: float | None = None  # candidate import + load_inline builds + construction
-    kernel_s: float | None = None  # time inside forward calls (warm-up, trials, timing) + compare
+    kernel_s: float | None = None  # time in the task's code: forward calls, get_inputs(), compares
     total_s: float | None = None
     harness_overhead_s: float | None = None
     candidate_sha256: str = ""

@@ -5,8 +5,12 @@ any candidate exists) and again by the worker before it loads user code, so
 patching `time.perf_counter` buys nothing. Rounds interleave ref/new (in
 alternating order) so drift and cache warmth hit both sides alike; thread and
 grad settings are reset before every call; gc is off while timing. Every round
-rescales the inputs (memoised answers become wrong) and every round's output is
-spot-checked against the reference's output of the same round. CPU: host clock around `forward` plus
+changes the inputs outside the timed region (floating-point inputs are rescaled;
+inputs with integer or bool tensors are drawn afresh from get_inputs), so a
+memoised answer is either recomputed or wrong, and every round's output is
+spot-checked against the reference's output of the same round. The Timer's own
+attributes are compared by identity every round (a candidate that shadows one of
+its methods through frames fails). CPU: host clock around `forward` plus
 joining any Python thread it started. CUDA: L2 flushed before each call; CUDA
 events and host time around a device-wide synchronize; a clear disagreement
 means work on a side stream.
@@ -25,7 +29,7 @@ from typing import Any
 import torch
 
 from engine.bench.config import EvalConfig
-from engine.bench.correctness import CallError, KernelClock
+from engine.bench.correctness import CallError, HarnessPatched, InstanceSnapshot, KernelClock
 from engine.bench.result import TimingStats
 
 MIN_WARMUP_CALLS = 3
@@ -78,12 +82,33 @@ def _next_factor(previous: float) -> float:
             return factor
 
 
-def _rescale(pristine: list[Any], inputs: list[Any], factor: float) -> None:
-    """inputs[i] = pristine[i] * factor for floating-point tensors."""
+def _rescalable(x: Any) -> bool:
+    return isinstance(x, torch.Tensor) and (x.is_floating_point() or x.is_complex())
+
+
+def rescaling_changes_inputs(inputs: list[Any]) -> bool:
+    """True when rescaling alone makes every round's inputs new: there is a tensor input and
+    every tensor input is floating point (an integer index or a bool mask would stay the same,
+    so a memoiser keyed on it would go unnoticed)."""
+    tensors = [x for x in inputs if isinstance(x, torch.Tensor)]
+    return bool(tensors) and all(_rescalable(x) for x in tensors)
+
+
+def _rescale(inputs: list[Any], ratio: float) -> None:
+    """Floating-point inputs *= ratio, in place: one memory pass instead of two (reading a
+    pristine copy and writing the working one). The factors are chained, so the inputs stay
+    the pristine ones times a factor in [1 - RESCALE_SPAN, 1), up to rounding."""
     with torch.no_grad():
-        for base, target in zip(pristine, inputs, strict=True):
-            if isinstance(base, torch.Tensor) and base.is_floating_point():
-                torch.mul(base, factor, out=target)
+        for target in inputs:
+            if _rescalable(target):
+                target.mul_(ratio)
+
+
+def raise_if_patched(guard: InstanceSnapshot) -> None:
+    """A module function, not a method: shadowing it on the instance changes nothing."""
+    changed = guard.changed()
+    if changed:
+        raise HarnessPatched(changed)
 
 
 def tampered_timers(device: str) -> list[str]:
@@ -124,6 +149,7 @@ class TimingOutcome:
     speedup: float
     side_stream_suspected: bool
     threads_changed: bool
+    inputs_redrawn: bool = False  # fresh get_inputs() every round instead of rescaling
 
 
 class Timer:
@@ -140,6 +166,11 @@ class Timer:
         self._flush: torch.Tensor | None = None
         if device.type == "cuda":
             self._flush = torch.empty(L2_FLUSH_BYTES // 4, dtype=torch.float32, device=device)
+
+    def snapshot(self) -> InstanceSnapshot:
+        """This timer's attributes by identity (see InstanceSnapshot); `threads_changed` is the
+        one attribute it updates itself."""
+        return InstanceSnapshot.take(self, "Timer", mutable=("threads_changed",))
 
     def _reset_settings(self) -> None:
         if _get_num_threads() != self.threads:
@@ -204,39 +235,52 @@ class Timer:
         pristine: list[Any],
         config: EvalConfig,
         verify: Callable[[Any, Any, bool], None],
+        redraw: Callable[[], list[Any]] | None = None,
     ) -> TimingOutcome:
         """Interleaved rounds of one reference and one candidate call on the same inputs.
 
-        Before each round the floating-point inputs are rescaled by a fresh factor (see
-        `_next_factor`), so answers memoised or left in memory by earlier rounds are
-        wrong, and every round's output is checked against the reference's output of that
-        same round: on secret random elements, and in full on the last round (`verify(new,
-        ref, full)` raises on a mismatch). Both sides read the same input tensors and the
-        order alternates (ref first, then candidate first) so neither side systematically
-        finds the inputs warmer in cache. In ref-first rounds the reference's output stays
-        alive until the candidate has returned, so the allocator cannot hand it over.
+        Before each round the inputs change, outside the timed region: floating-point inputs
+        are rescaled by a fresh factor (see `_next_factor`); when some tensor input is not
+        floating point (or there is none), `redraw()` supplies new inputs from a fresh secret
+        seed instead. So answers memoised or left in memory by earlier rounds are wrong, and
+        every round's output is checked against the reference's output of that same round:
+        on secret random elements, and in full on the last round (`verify(new, ref, full)`
+        raises on a mismatch). Both sides read the same input tensors and the order alternates
+        (ref first, then candidate first) so neither side systematically finds the inputs
+        warmer in cache. In ref-first rounds the reference's output stays alive until the
+        candidate has returned, so the allocator cannot hand it over.
         """
+        guard = self.snapshot()  # before any candidate call in this method
         inputs = _clone_all(pristine)
+        fresh_each_round = (
+            redraw is not None and bool(inputs) and not rescaling_changes_inputs(inputs)
+        )
         grad_was = torch.is_grad_enabled()
         gc.collect()
         gc.disable()
         try:
             self.warm_up(ref_model, inputs, config.warmup_s, "reference")
             self.warm_up(new_model, inputs, config.warmup_s, "candidate")
+            raise_if_patched(guard)
             ref, new = SideSamples(), SideSamples()
             budget_ns = config.timing_budget_s * 1e9
             rounds = 0
             factor = 1.0
             while True:
                 rounds += 1
-                factor = _next_factor(factor)
-                _rescale(pristine, inputs, factor)
+                if fresh_each_round:
+                    assert redraw is not None
+                    inputs = redraw()
+                else:
+                    previous, factor = factor, _next_factor(factor)
+                    _rescale(inputs, factor / previous)
                 if rounds % 2:
                     ref_out = self.call(ref_model, inputs, ref, "reference")
                     new_out = self.call(new_model, inputs, new, "candidate")
                 else:
                     new_out = self.call(new_model, inputs, new, "candidate")
                     ref_out = self.call(ref_model, inputs, ref, "reference")
+                raise_if_patched(guard)
                 done = self._done(rounds, ref, new, config, budget_ns)
                 start = self.perf_ns()
                 verify(new_out, ref_out, done)  # spot check every round, in full at the end
@@ -247,7 +291,7 @@ class Timer:
         finally:
             gc.enable()
             torch.set_grad_enabled(grad_was)
-        return self._outcome(ref, new)
+        return self._outcome(ref, new, fresh_each_round)
 
     @staticmethod
     def _done(
@@ -265,7 +309,7 @@ class Timer:
             config.noise_target, config.min_timing_trials
         )
 
-    def _outcome(self, ref: SideSamples, new: SideSamples) -> TimingOutcome:
+    def _outcome(self, ref: SideSamples, new: SideSamples, redrawn: bool) -> TimingOutcome:
         ref_stats = TimingStats.from_samples(ref.device_ms)
         new_stats = TimingStats.from_samples(new.device_ms)
         host: TimingStats | None = None
@@ -286,4 +330,5 @@ class Timer:
             speedup=speedup,
             side_stream_suspected=suspected,
             threads_changed=self.threads_changed,
+            inputs_redrawn=redrawn,
         )

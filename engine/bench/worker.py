@@ -19,6 +19,7 @@ import faulthandler
 import json
 import os
 import resource
+import signal
 import sys
 import traceback
 from dataclasses import dataclass, field
@@ -31,7 +32,14 @@ import torch
 from engine.bench import correctness, loader, profiling, timing
 from engine.bench.compile_cache import CompileCache, ExtensionBuildError
 from engine.bench.config import EvalConfig
-from engine.bench.correctness import CallError, CheckFailure, KernelClock, Trial
+from engine.bench.correctness import (
+    CallError,
+    CheckFailure,
+    HarnessPatched,
+    InstanceSnapshot,
+    KernelClock,
+    Trial,
+)
 from engine.bench.result import EvalResult
 from engine.bench.sandbox import result_mac, run_phase_token
 
@@ -47,7 +55,10 @@ class Stop(Exception):
 # Bound at import (in the fork server), so a candidate that patches os.replace or json.dumps
 # cannot rewrite the verdict on its way to disk.
 _os_open, _os_write, _os_close, _os_replace = os.open, os.write, os.close, os.replace
+_os_read, _os_listdir, _os_kill, _os_waitpid = os.read, os.listdir, os.kill, os.waitpid
+_os_getpid, _os_getpgrp = os.getpid, os.getpgrp
 _json_dumps = json.dumps
+CHILD_KILL_PASSES = 5  # a process that forks while we kill gets a few more sweeps
 
 
 def note(text: str) -> None:
@@ -66,6 +77,88 @@ def write_atomic(path: Path, text: str) -> None:
     finally:
         _os_close(fd)
     _os_replace(tmp, str(path))
+
+
+def _read_small(path: str) -> str:
+    try:
+        fd = _os_open(path, os.O_RDONLY)
+    except OSError:
+        return ""
+    try:
+        return _os_read(fd, 1 << 16).decode(errors="replace")
+    except OSError:
+        return ""
+    finally:
+        _os_close(fd)
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/PID/stat after the command name: state, ppid, pgrp, session, ..."""
+    text = _read_small(f"/proc/{pid}/stat")
+    return text[text.rfind(")") + 2 :].split() if ")" in text else []
+
+
+def _children_of(pid: int) -> list[int]:
+    try:
+        tasks = _os_listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    return [
+        int(child)
+        for tid in tasks
+        for child in _read_small(f"/proc/{pid}/task/{tid}/children").split()
+    ]
+
+
+def live_descendants() -> list[int]:
+    """Running processes the candidate left behind: descendants of this worker (via
+    /proc/*/task/*/children, recursively) plus, when the worker leads its own process group
+    (it does under the sandbox), members of that group, which catches a double fork. Zombies
+    are reaped and not counted: they use no CPU."""
+    me = _os_getpid()
+    found: set[int] = set()
+    pending = _children_of(me)
+    while pending and len(found) < 10_000:
+        pid = pending.pop()
+        if pid not in found:
+            found.add(pid)
+            pending.extend(_children_of(pid))
+    if _os_getpgrp() == me:
+        for entry in _os_listdir("/proc"):
+            if entry.isdigit() and int(entry) != me:
+                fields = _stat_fields(int(entry))
+                if len(fields) > 2 and fields[2] == str(me):
+                    found.add(int(entry))
+    live: list[int] = []
+    for pid in sorted(found):
+        fields = _stat_fields(pid)
+        if not fields:
+            continue  # already gone
+        if fields[0] in ("Z", "X"):
+            with contextlib.suppress(ChildProcessError, OSError):
+                _os_waitpid(pid, os.WNOHANG)
+            continue
+        live.append(pid)
+    return live
+
+
+def kill_descendants() -> int:
+    """SIGKILL every live descendant (a few sweeps, for ones forked meanwhile); how many the
+    first sweep found."""
+    first = 0
+    for sweep in range(CHILD_KILL_PASSES):
+        pids = live_descendants()
+        if sweep == 0:
+            first = len(pids)
+        if not pids:
+            break
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                _os_kill(pid, signal.SIGKILL)
+        for pid in pids:  # reap our own children; orphans go to the fork server (a subreaper)
+            with contextlib.suppress(ChildProcessError, OSError):
+                _os_waitpid(pid, 0)
+    return first
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -107,6 +200,9 @@ class Evaluation:
     phase_tokens: dict[str, str] = field(default_factory=dict)  # signed phases -> token
     reference: ModuleType | None = None
     pristine: correctness.NamespaceSnapshot | None = None
+    # This object, its clocks and kernel clock by identity, filled in (never rebound) just
+    # before the candidate loads: shadowing `time_both` on the instance is tampering too.
+    guards: list[InstanceSnapshot] = field(default_factory=list)
 
     def fail_check(self, exc: CheckFailure, prefix: str = "") -> Stop:
         """A failed correctness check; report the failing trial's errors as well."""
@@ -147,7 +243,7 @@ class Evaluation:
         reference = self.import_reference()
         weight_seed = correctness.secret_seed()
         ref_model = self.build(reference.Model, reference, weight_seed, "reference", "Model")
-        canary = self.reference_side(lambda: Trial.draw(reference, self.device))
+        canary = self.draw(reference)
         self.reference_side(
             lambda: correctness.reference_answer(canary, ref_model, self.device, self.kernel_clock)
         )
@@ -155,6 +251,14 @@ class Evaluation:
         self.pristine = correctness.NamespaceSnapshot.take(reference)
 
         self.compile_start_ns = self.clocks.perf_ns()
+        self.guards.extend(
+            [
+                InstanceSnapshot.take(self, "Evaluation"),
+                InstanceSnapshot.take(self.clocks, "Clocks"),
+                InstanceSnapshot.take(self.kernel_clock, "KernelClock", mutable=("total_ns",)),
+            ]
+        )
+        os.environ["TORCHINDUCTOR_COMPILE_THREADS"] = "1"  # no compile-worker processes
         candidate = self.import_candidate(Path(str(self.request["cache_dir"])))
         new_model = self.build(candidate.ModelNew, reference, weight_seed, "import", "ModelNew")
         self.result.compiled = True
@@ -167,7 +271,9 @@ class Evaluation:
         self.check_integrity()
 
         last_trial = self.correctness_trials(reference, ref_model, new_model)
-        self.time_both(ref_model, new_model, last_trial)
+        self.check_children()
+        self.time_both(reference, ref_model, new_model, last_trial)
+        self.check_children()
         self.fresh_input_trial(canary, ref_model, new_model)
         self.check_integrity()
         self.result.correct = True
@@ -185,6 +291,16 @@ class Evaluation:
         except CallError as exc:
             return exc
         return None
+
+    def draw(self, reference: ModuleType) -> Trial:
+        """Fresh inputs from the task's get_inputs() under a new secret seed. The time counts
+        as the task's (kernel_s), like its forward calls: it is the task's own code and grows
+        with its input sizes, while harness_overhead_s is meant to show what the harness adds."""
+        start = self.clocks.perf_ns()
+        try:
+            return self.reference_side(lambda: Trial.draw(reference, self.device))
+        finally:
+            self.kernel_clock.add(self.clocks.perf_ns() - start)
 
     def reference_side(self, action: Any) -> Any:
         try:
@@ -276,7 +392,7 @@ class Evaluation:
         stats = correctness.TrialStats()
         trial: Trial | None = None
         for index in range(trials):
-            trial = self.reference_side(lambda: Trial.draw(reference, self.device))
+            trial = self.draw(reference)
             # A thread pool may legitimately appear on the first call; an OS thread that is
             # started by a later call and outlives it is worth a flag (not a verdict).
             flags: set[str] | None = set() if index > 0 else None
@@ -313,18 +429,34 @@ class Evaluation:
             self.result.add_flag("thread_settings_changed")
             torch.set_num_threads(self.threads)
 
-    def time_both(self, ref_model: Any, new_model: Any, trial: Trial) -> None:
+    def time_both(
+        self, reference: ModuleType, ref_model: Any, new_model: Any, trial: Trial
+    ) -> None:
         timer = timing.Timer(self.device, self.threads, self.clocks, self.kernel_clock)
+        timer_guard = timer.snapshot()
         atol, rtol = self.config.atol, self.config.rtol
 
         def verify(new_out: Any, ref_out: Any, full: bool) -> None:
             spot = 0 if full else SPOT_CHECK_ELEMENTS
             correctness.compare_outputs(new_out, ref_out, atol, rtol, spot_check=spot)
 
+        def redraw() -> list[Any]:
+            """Fresh inputs from a new secret seed, for inputs rescaling cannot change."""
+            return self.draw(reference).pristine
+
+        if not any(isinstance(x, torch.Tensor) for x in trial.pristine):
+            # The output can't depend on (tensor) inputs, so caching it is indistinguishable
+            # from computing it; the reference's answer is a constant too.
+            self.result.add_flag("memoisation_undetectable")
         try:
-            outcome = timer.time_both(ref_model, new_model, trial.pristine, self.config, verify)
+            outcome = timer.time_both(
+                ref_model, new_model, trial.pristine, self.config, verify, redraw
+            )
+            timing.raise_if_patched(timer_guard)
         except CallError as exc:
             raise self.call_error(exc) from exc
+        except HarnessPatched as exc:
+            raise self.fail("correctness", str(exc), exc.flag) from exc
         except CheckFailure as exc:
             raise self.fail_check(
                 exc, "wrong output during timing (passed the trials before): "
@@ -353,6 +485,7 @@ class Evaluation:
         self.reference_side(
             lambda: correctness.reference_answer(again, ref_model, self.device, self.kernel_clock)
         )
+        start = self.clocks.perf_ns()
         try:
             correctness.compare_outputs(again.reference_out, canary.reference_out, atol, rtol)
         except CheckFailure as exc:
@@ -362,12 +495,26 @@ class Evaluation:
                 f"(torch or the reference was tampered with): {exc}",
                 "reference_tampered",
             ) from exc
+        finally:
+            self.kernel_clock.add(self.clocks.perf_ns() - start)  # a compare, like the trials'
 
     def check_integrity(self) -> None:
         self.check_threads()
-        failure = integrity_failure(self.pristine, self.reference)
+        failure = integrity_failure(self.pristine, self.reference, self.guards)
         if failure:
             raise self.fail("correctness", *failure)
+        self.check_children()
+
+    def check_children(self) -> None:
+        """Processes the candidate started and left running compete with both sides for the
+        CPU, and can pause exactly while the candidate runs, slowing only the reference."""
+        left = kill_descendants()
+        if left:
+            raise self.fail(
+                "runtime",
+                f"candidate left {left} child process(es) running; timing would be unreliable",
+                "child_processes",
+            )
 
     def profile(self, new_model: Any, trial: Trial) -> None:
         try:
@@ -382,16 +529,20 @@ class Evaluation:
 def integrity_failure(
     pristine: correctness.NamespaceSnapshot | None,
     reference: ModuleType | None,
+    guards: list[InstanceSnapshot] | tuple[InstanceSnapshot, ...] = (),
     _changed: Any = correctness.NamespaceSnapshot.changed,  # bound before user code exists
+    _instance_changed: Any = InstanceSnapshot.changed,
 ) -> tuple[str, str] | None:
-    """(error, flag) if the candidate replaced anything in torch, the reference or the harness."""
-    if pristine is None or reference is None:
-        return None
-    changed = _changed(pristine, reference)
+    """(error, flag) if the candidate replaced anything in torch, the reference or the
+    harness (its modules, classes, or the worker's own objects)."""
+    patched = [name for guard in guards for name in _instance_changed(guard)]
+    changed = patched + (
+        _changed(pristine, reference) if pristine is not None and reference is not None else []
+    )
     if not changed:
         return None
     shown = ", ".join(changed[:3]) + (f" (+{len(changed) - 3} more)" if len(changed) > 3 else "")
-    if any(name.startswith("engine.") for name in changed):
+    if patched or any(name.startswith("engine.") for name in changed):
         return f"candidate patched the benchmark harness ({shown})", "harness_patched"
     return (
         f"candidate replaced {shown}; the reference's behaviour and timing can't be trusted",
@@ -426,6 +577,7 @@ def run(eval_dir: str, _integrity: Any = integrity_failure) -> None:
         phase_tokens={p: run_phase_token(nonce, p) for p in ("warmup", "run")},
     )
     result = evaluation.result
+    guards = evaluation.guards  # this list, even if the candidate rebinds the attribute
     try:
         evaluation.run()
     except Stop:
@@ -437,7 +589,7 @@ def run(eval_dir: str, _integrity: Any = integrity_failure) -> None:
             result.error = f"harness error in the worker: {loader.one_line(exc)}"
         result.correct = False
     # Once more, after everything and outside any method the candidate could have replaced.
-    failure = _integrity(evaluation.pristine, evaluation.reference)
+    failure = _integrity(evaluation.pristine, evaluation.reference, guards)
     if failure and result.error is None:
         result.stage, result.error = "correctness", failure[0]
         result.add_flag(failure[1])

@@ -32,6 +32,8 @@ from engine.trace.verify_script import (
     render_verify_script,
     verify_script_name,
 )
+from engine.trace.versions import describe as describe_versions
+from engine.trace.versions import environment_versions
 from engine.trace.writer import (
     DEFAULT_MAX_BYTES,
     append_line,
@@ -160,42 +162,52 @@ class Trace:
         profile: str,
         action_type: ActionType | str = ActionType.VERIFY,
         *,
-        reference_src: str,
-        candidate_src: str,
-        eval_config: dict[str, Any] | EvalConfig,
+        reference_src: str | None = None,
+        candidate_src: str | None = None,
+        eval_config: dict[str, Any] | EvalConfig | None = None,
         node_id: int | None = None,
         round: int | None = None,
     ) -> int:
-        """Write the verdict + log, the profile, and a reproducible verify folder."""
+        """Write the verdict + log and the profile; with `reference_src`, `candidate_src`
+        and `eval_config` also a verify folder that reproduces the verdict (without them
+        there is nothing to re-run, and error_log.txt says so)."""
         action = ActionType.parse(action_type)
         verdict = _parse_verdict(verify_res)
-        config = _config_dict(eval_config)
+        versions = environment_versions()
+        missing = [
+            name
+            for name, value in (
+                ("reference_src", reference_src),
+                ("candidate_src", candidate_src),
+                ("eval_config", eval_config),
+            )
+            if value is None
+        ]
+        config = None if eval_config is None else _config_dict(eval_config)
         reference_src = _text(reference_src, "reference_src")
         candidate_src = _text(candidate_src, "candidate_src")
         with self._locked():
             step = self._allocate_step()
-            verify_dir = self.dir / f"{self._prefix}{step:02d}_verify"
-            impl_type = detect_impl_type(candidate_src)
-            ref_name = reference_file_name(self.op_name)
-            cand_name = candidate_file_name(self.op_name, impl_type)
-            script = render_verify_script(
-                op=self.op_name,
-                task_id=self.task_id,
-                step=step,
-                reference_file=ref_name,
-                candidate_file=cand_name,
-                eval_config=config,
-                verdict=verdict,
-            )
-            script_name = verify_script_name(self.op_name)
-            # The folder appears complete or not at all. Sources are never truncated:
-            # a cut file could not reproduce anything.
-            with atomic_directory(verify_dir) as staging:
-                self._write(staging / ref_name, reference_src, truncate=False)
-                self._write(staging / cand_name, candidate_src, truncate=False)
-                self._write(staging / script_name, script, truncate=False, mode=0o755)
-            files = [verify_dir / name for name in (ref_name, cand_name, script_name)]
-            log_text = self._error_log(step, verify_res, verdict, verify_log, verify_dir, cand_name)
+            files: list[Path] = []
+            impl_type: str | None = None
+            if missing:
+                reproduce = (
+                    f"no verify folder: {', '.join(missing)} not given, so this verdict "
+                    "cannot be re-run"
+                )
+            else:
+                assert config is not None
+                verify_dir = self.dir / f"{self._prefix}{step:02d}_verify"
+                impl_type = detect_impl_type(candidate_src)
+                files = self._write_verify_dir(
+                    verify_dir, step, reference_src, candidate_src, impl_type, config, verdict
+                )
+                script = verify_script_name(self.op_name)
+                reproduce = (
+                    f"candidate: {verify_dir.name}/{files[1].name}\n"
+                    f"reproduce: python {verify_dir.name}/{script}"
+                )
+            log_text = self._error_log(step, verify_res, verdict, verify_log, reproduce, versions)
             files.insert(0, self._write(self._action_path(step, action, "error_log"), log_text))
             profile_path = self._action_path(step, action, "profile")
             profile_text = _profile(
@@ -215,9 +227,41 @@ class Trace:
                 error=_first_line((verdict or {}).get("error")),
                 flags=list((verdict or {}).get("flags") or []),
                 impl_type=impl_type,
+                versions=versions,
             )
             self.last_files = files
         return step
+
+    def _write_verify_dir(
+        self,
+        verify_dir: Path,
+        step: int,
+        reference_src: str,
+        candidate_src: str,
+        impl_type: str,
+        config: dict[str, Any],
+        verdict: dict[str, Any] | None,
+    ) -> list[Path]:
+        """The reference, the candidate and verify_{op}.py; the folder appears complete
+        or not at all. Sources are never truncated: a cut file could not reproduce anything."""
+        ref_name = reference_file_name(self.op_name)
+        cand_name = candidate_file_name(self.op_name, impl_type)
+        script = render_verify_script(
+            op=self.op_name,
+            task_id=self.task_id,
+            step=step,
+            reference_file=ref_name,
+            candidate_file=cand_name,
+            eval_config=config,
+            verdict=verdict,
+            versions=environment_versions(),
+        )
+        script_name = verify_script_name(self.op_name)
+        with atomic_directory(verify_dir) as staging:
+            self._write(staging / ref_name, reference_src, truncate=False)
+            self._write(staging / cand_name, candidate_src, truncate=False)
+            self._write(staging / script_name, script, truncate=False, mode=0o755)
+        return [verify_dir / name for name in (ref_name, cand_name, script_name)]
 
     def insert_conductor_record(
         self,
@@ -376,13 +420,21 @@ class Trace:
         verify_res: str,
         verdict: dict[str, Any] | None,
         verify_log: str,
-        verify_dir: Path,
-        candidate_name: str,
+        reproduce: str,
+        versions: dict[str, Any],
     ) -> str:
         verify_log = _text(verify_log, "verify_log")
-        lines = [f"STARK verification: task {self.task_id}, op {self.op_name}, step {step}"]
+        lines = [
+            f"STARK verification: task {self.task_id}, op {self.op_name}, step {step}",
+            f"recorded with: {describe_versions(versions)}",
+        ]
         if verdict is None:
-            lines += ["verdict: unreadable (not EvalResult JSON); raw text follows", "", verify_res]
+            lines += [
+                reproduce,
+                "verdict: unreadable (not EvalResult JSON); raw text follows",
+                "",
+                verify_res,
+            ]
         else:
             try:
                 summary = EvalResult.from_dict(verdict).summary()
@@ -391,8 +443,7 @@ class Trace:
             shown = {k: v for k, v in verdict.items() if k != "log"}
             lines += [
                 f"verdict: {summary}",
-                f"candidate: {verify_dir.name}/{candidate_name}",
-                f"reproduce: python {verify_dir.name}/{verify_script_name(self.op_name)}",
+                reproduce,
                 "",
                 "==== verdict (EvalResult JSON, log below) ====",
                 json.dumps(shown, indent=2, ensure_ascii=False, default=str),

@@ -76,6 +76,15 @@ _ASSIGN_BARE = re.compile(
     rf"""(?P<head>\b{_SECRET_NAME}\s*[:=]\s*)(?P<value>(?=[A-Za-z0-9._~+/=\-]*\d)[A-Za-z0-9._~+/=\-]{{8,}})""",
     re.I,
 )
+# A bare `key`/`token` name (`key=...`, `"token": "..."`, `Ocp-Apim-Subscription-Key: ...`)
+# followed by a value that looks random (`looks_like_secret_value`): Azure-style keys are
+# 32 hex characters, which neither the key formats nor the entropy scan below catch.
+_BARE_KEY_NAME = re.compile(
+    r"""(?P<head>\b(?:key|token)["']?\s*[:=]\s*["']?)(?P<value>[A-Za-z0-9._~+/=\-]{16,})""",
+    re.I,
+)
+_MIN_VALUE_LEN = 16
+_MIN_VALUE_ENTROPY_BITS = 3.0  # 32 random hex characters: about 3.8
 # A long run of key alphabet that mixes upper, lower and digits with high entropy:
 # hex digests (lower+digits) and identifiers (low entropy, underscores) do not qualify.
 # Longer runs are data blobs (base64 in code), not keys, and are left alone.
@@ -108,6 +117,22 @@ def looks_like_random_key(token: str) -> bool:
     if _word_fraction(body) >= 0.4 or _class_change_rate(body) < 0.42:
         return False  # CamelCase identifiers: long lowercase words, few case changes
     return _entropy(body) >= _MIN_ENTROPY_BITS
+
+
+def looks_like_secret_value(value: str) -> bool:
+    """True for a 16+ character value after `key=`/`token:` that looks random (hex or
+    base62 with digits, varied characters); False for identifiers, paths, expressions
+    (`settings.token`, `cache_key_for_layer_1`) and words."""
+    body = value.rstrip("=")
+    if len(body) < _MIN_VALUE_LEN:
+        return False
+    if sum(ch.isdigit() for ch in body) < 2 or not any(ch.isalpha() for ch in body):
+        return False
+    if sum(ch in "_-/+." for ch in body) > len(body) // 16:
+        return False
+    if _word_fraction(body) >= 0.4 or len(set(body)) < 10:
+        return False
+    return _entropy(body) >= _MIN_VALUE_ENTROPY_BITS
 
 
 def _word_fraction(text: str) -> float:
@@ -156,6 +181,9 @@ def redact(text: str, environ: Mapping[str, str] | None = None, extra: Iterable[
     text = _BEARER.sub(_keep_head, text)
     text = _ASSIGN_QUOTED.sub(lambda m: f"{m['head']}{REDACTED}{m['q']}", text)
     text = _ASSIGN_BARE.sub(_keep_head, text)
+    text = _BARE_KEY_NAME.sub(
+        lambda m: f"{m['head']}{REDACTED}" if looks_like_secret_value(m["value"]) else m[0], text
+    )
     return _CANDIDATE_TOKEN.sub(lambda m: REDACTED if looks_like_random_key(m[0]) else m[0], text)
 
 

@@ -106,7 +106,8 @@ recorded one on stderr.
 
 Needs the STARK project installed (`engine.bench`). Exit status: 0 when the new
 verdict's `compiled` and `correct` equal the recorded ones, 1 when they differ,
-2 when the verification could not be run at all.
+2 when the verification could not be run at all. It also prints the STARK and torch
+versions recorded with the verdict and the current ones, and warns when they differ.
 """
 
 from __future__ import annotations
@@ -155,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     with Benchmarker() as bench:
         result = bench.evaluate(reference_src, candidate_src, config)
     print(result.to_json(indent=2))
+    report_versions()
     same = (result.compiled, result.correct) == (RECORDED.get("compiled"), RECORDED.get("correct"))
     print(
         f"recorded: compiled={{RECORDED.get('compiled')}} correct={{RECORDED.get('correct')}} "
@@ -165,6 +167,25 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
     )
     return 0 if same else 1
+
+
+def report_versions() -> None:
+    """Recorded and current software versions on stderr; a warning when they differ,
+    since a different STARK or torch may legitimately change the verdict."""
+    recorded = RECORDED.get("versions") or {{}}
+    try:
+        from engine.trace.versions import describe, environment_versions, version_differences
+    except ImportError:
+        print("versions: this STARK cannot report its versions", file=sys.stderr)
+        return
+    current = environment_versions()
+    print(f"versions recorded: {{describe(recorded) if recorded else 'not recorded'}}",
+          file=sys.stderr)
+    print(f"versions now:      {{describe(current)}}", file=sys.stderr)
+    changes = version_differences(recorded, current)
+    if changes:
+        print("warning: versions differ from the recording (" + "; ".join(changes) + "); "
+              "a changed verdict may come from the software, not the kernel", file=sys.stderr)
 
 
 if __name__ == "__main__":
@@ -193,8 +214,11 @@ def render_verify_script(
     candidate_file: str,
     eval_config: dict[str, Any],
     verdict: dict[str, Any] | None,
+    versions: dict[str, Any] | None = None,
 ) -> str:
-    recorded = {key: (verdict or {}).get(key) for key in _RECORDED_KEYS}
+    """`versions`: the software that produced the verdict (see engine.trace.versions)."""
+    recorded: dict[str, Any] = {key: (verdict or {}).get(key) for key in _RECORDED_KEYS}
+    recorded["versions"] = dict(versions or {})
     return _TEMPLATE.format(
         step=step,
         task_id=task_id,

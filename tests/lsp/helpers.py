@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -14,7 +15,15 @@ from typing import Any, Union
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient
 
-SERVER_COMMAND = [sys.executable, "-m", "stark_lsp"]
+SERVER_COMMAND = [sys.executable, "-P", "-m", "stark_lsp"]
+FAKE_ENGINE = Path(__file__).with_name("fake_engine.py")
+
+
+def fake_engine_command(state: Path) -> list[str]:
+    """`engineCommand` for tests/lsp/fake_engine.py, recording into `state`."""
+    state.mkdir(parents=True, exist_ok=True)
+    return [sys.executable, str(FAKE_ENGINE), "--state", str(state)]
+
 
 TINY_REFERENCE = '''\
 """A tiny elementwise chain: quick to benchmark on a loaded 2-core machine."""
@@ -151,11 +160,14 @@ async def lsp_session(
     options: dict[str, Any] | None = None,
     configuration: dict[str, Any] | None = None,
     server_args: list[str] | None = None,
+    env: dict[str, str] | None = None,
 ) -> AsyncIterator[Session]:
     """Start `python -m stark_lsp`, initialize it with `root` as the workspace, and
-    always shut it down (which cancels any job still running)."""
+    always shut it down (which cancels any job still running). `env` adds to the
+    server's environment."""
     command = [*SERVER_COMMAND, *(server_args or [])]
-    client = await ClientServerConfig(server_command=command).start()
+    server_env = {**os.environ, **env} if env is not None else None
+    client = await ClientServerConfig(server_command=command, server_env=server_env).start()
     _fix_code_action_union(client)
     session = Session(client=client, root=root)
     if configuration is not None:

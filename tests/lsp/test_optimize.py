@@ -54,13 +54,17 @@ async def test_optimize_progress_notifications_lens_action_apply(workspace: Path
         assert any("round 2/2" in (r.message or "") and "best" in (r.message or "") for r in middle)
         assert all(r.percentage is not None for r in middle)
 
-        # lenses and actions now offer the best kernel
+        # lenses and actions offer the best kernel when it beats the reference (on a
+        # loaded CPU the offline agent may well not; test_events_and_apply.py covers both)
+        faster = final["bestSpeedup"] > 1.0
         lenses = await session.client.text_document_code_lens_async(
             types.CodeLensParams(text_document=types.TextDocumentIdentifier(uri=uri))
         )
         titles = [lens.command.title for lens in lenses]
         assert "STARK: Optimize" in titles
-        assert any(t.startswith("best ") and t.endswith("x — apply") for t in titles), titles
+        best = f"best {final['bestSpeedup']:.2f}x"
+        expected_lens = f"{best} — apply" if faster else f"{best} (no faster kernel found)"
+        assert expected_lens in titles, titles
         actions = await session.client.text_document_code_action_async(
             types.CodeActionParams(
                 text_document=types.TextDocumentIdentifier(uri=uri),
@@ -73,7 +77,8 @@ async def test_optimize_progress_notifications_lens_action_apply(workspace: Path
         )
         titles = [a.title for a in actions]
         assert "Optimize with STARK" in titles
-        assert any(t.startswith("Apply best kernel (") and t.endswith("x faster)") for t in titles)
+        offered = [t for t in titles if t.startswith("Apply best kernel (")]
+        assert offered == ([f"Apply best kernel ({final['bestSpeedup']:.2f}x faster)"] * faster)
 
         # applyBest through documentChanges + CreateFile + a confirmation annotation
         result = await session.command("stark.applyBest", {"jobId": job_id})

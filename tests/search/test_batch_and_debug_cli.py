@@ -58,6 +58,56 @@ def test_batch_runs_each_task_and_summarises(
     assert metrics["geomean_speedup"] > 0
 
 
+def test_batch_exits_1_when_every_task_errored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], clean_agent_env: None
+) -> None:
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    (refs / "a_broken.py").write_text("x = 1\n")
+    (refs / "b_broken.py").write_text("class Model:\n    pass\n")
+    args = ["batch", str(refs), "--agent", "offline", "--rounds", "1", "--device", "cpu"]
+    code = main([*args, "--out", str(tmp_path / "runs"), "--json", *QUICK])
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 1
+    assert all(task["error"] for task in summary["tasks"]) and len(summary["tasks"]) == 2
+
+
+@pytest.mark.slow
+def test_batch_task_ids_are_unique_for_same_named_references(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], clean_agent_env: None
+) -> None:
+    for folder in ("first", "second"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "relu.py").write_text(TINY_REFERENCE)
+    code = main(
+        [
+            "batch",
+            str(tmp_path / "first" / "relu.py"),
+            str(tmp_path / "second" / "relu.py"),
+            "--agent",
+            "offline",
+            "--rounds",
+            "1",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "runs"),
+            "--events",
+            "jsonl",
+            *QUICK,
+        ]
+    )
+    assert code == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
+    started = [e for e in events if e["event"] == "task_started"]
+    assert [e["task_id"] for e in started] == ["relu", "relu-2"]
+    assert {e["task_dir"].rsplit("/", 1)[-1] for e in started} == {"000_relu", "001_relu-2"}
+    finished = {e["task_id"]: e["summary"] for e in events if e["event"] == "task_finished"}
+    assert set(finished) == {"relu", "relu-2"}
+    assert finished["relu"]["task_dir"] != finished["relu-2"]["task_dir"]
+    assert Path(finished["relu-2"]["task_dir"], "ref_relu-2.py").exists()
+
+
 @pytest.mark.slow
 def test_debug_cli_fixes_a_failing_kernel(
     fake_openai: Any,

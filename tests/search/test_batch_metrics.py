@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from engine.batch import TaskOutcome, expand_paths, fast_p, sample_tasks, summarize
+from engine.batch import (
+    TaskOutcome,
+    batch_exit_code,
+    expand_paths,
+    fast_p,
+    sample_tasks,
+    summarize,
+    unique_task_ids,
+)
 
 
 def outcome(name: str, correct: bool, speedup: float | None) -> TaskOutcome:
@@ -70,3 +78,17 @@ def _empty(tmp_path: Path) -> Path:
     empty = tmp_path / "empty"
     empty.mkdir()
     return empty
+
+
+def test_task_ids_are_unique_per_task() -> None:
+    paths = [Path("a/relu.py"), Path("b/relu.py"), Path("c/relu-2.py"), Path("gelu.py")]
+    assert unique_task_ids(paths) == ["relu", "relu-2", "relu-2-2", "gelu"]
+    assert unique_task_ids([Path("x/../a b.py")])[0].startswith("a_b-")  # safe names
+
+
+def test_exit_code_fails_only_when_every_task_errored() -> None:
+    errored = TaskOutcome("x", "x.py", None, False, None, error="bad reference")
+    ran_without_a_correct_kernel = outcome("y", False, None)
+    assert batch_exit_code([errored, errored]) == 1
+    assert batch_exit_code([errored, ran_without_a_correct_kernel]) == 0
+    assert batch_exit_code([outcome("z", True, 1.3)]) == 0

@@ -12,6 +12,7 @@ import pytest
 from engine.agents.offline import OfflineAgent
 from engine.bench import Benchmarker, EvalConfig, EvalResult
 from engine.search import SearchConfig, StarkSearch
+from engine.summary import TaskSummary
 from engine.taskdir import TaskDir
 
 ROUNDS = 4
@@ -41,7 +42,7 @@ class ReplayBenchmarker:
         return EvalResult.from_dict(self.verdicts[candidate])
 
 
-def run_search(root: Path, reference: Path, benchmarker: Any) -> dict[str, Any]:
+def run_search(root: Path, reference: Path, benchmarker: Any) -> TaskSummary:
     config = SearchConfig(
         rounds=ROUNDS,
         seed=3,
@@ -74,12 +75,12 @@ def test_offline_agent_end_to_end_and_deterministic(tmp_path: Path, tiny_referen
         recorder = RecordingBenchmarker(real)
         summary = run_search(tmp_path / "first", tiny_reference, recorder)
     first = tmp_path / "first"
-    assert summary["nodes"] == ROUNDS and summary["rounds_run"] == ROUNDS
-    assert summary["correct"] and summary["best_speedup"] > 0
-    assert summary["llm_calls"] >= 1 + 2 * (ROUNDS - 1) - summary["buggy_nodes"]
+    assert summary.nodes == ROUNDS and summary.rounds_run == ROUNDS
+    assert summary.correct and summary.best_speedup > 0
+    assert summary.llm_calls >= 1 + 2 * (ROUNDS - 1) - summary.buggy_nodes
     assert (first / "best_kernel.py").read_text().count("class ModelNew") == 1
     assert (first / "figures" / "score_curve.png").exists()
-    assert json.loads((first / "summary.json").read_text())["best_node"] == summary["best_node"]
+    assert TaskSummary.from_dict(json.loads((first / "summary.json").read_text())) == summary
     state = json.loads((first / "tree.json").read_text())
     assert state["finished"] and state["next_round"] == ROUNDS
     # every node's code is a real ModelNew module written to code/
@@ -92,4 +93,4 @@ def test_offline_agent_end_to_end_and_deterministic(tmp_path: Path, tiny_referen
 
     summary2 = run_search(tmp_path / "second", tiny_reference, ReplayBenchmarker(recorder.verdicts))
     assert shape(tmp_path / "second") == shape(first)
-    assert summary2["best_node"] == summary["best_node"]
+    assert summary2.best_node == summary.best_node

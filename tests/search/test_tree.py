@@ -157,13 +157,14 @@ def test_json_round_trip_keeps_rng_and_structure() -> None:
     tree = StarkTree(epsilon=0.4, seed=5, leaf_bias=3.0)
     add(tree, None, ok(1.0))
     add(tree, 0, bad())
-    add(tree, 0, ok(2.0))
+    add(tree, 0, ok(2.0)).reused_from = 0  # a duplicate that reused node 0's verdict
     tree.select_node()
     data = json.loads(json.dumps(tree.to_dict()))
     clone = StarkTree.from_dict(data)
     assert clone.params() == tree.params()
     assert clone.leader_ids == tree.leader_ids
     assert [n.to_dict() for n in clone.nodes.values()] == [n.to_dict() for n in tree.nodes.values()]
+    assert clone.nodes[2].reused_from == 0
     for _ in range(30):
         a, b = tree.select_node(), clone.select_node()
         assert (a.mode, a.node.node_id) == (b.mode, b.node.node_id)

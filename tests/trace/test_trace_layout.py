@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import runpy
 import threading
 from pathlib import Path
 
@@ -126,6 +127,46 @@ def test_tester_record_layout(tmp_path: Path) -> None:
     script = verify_dir / "verify_exp_add_op.py"
     compile(script.read_text(), str(script), "exec")  # valid Python
     assert script.stat().st_mode & 0o111
+
+
+def test_tester_record_with_the_issue_signature(tmp_path: Path) -> None:
+    """insert_tester_record(verify_res, verify_log, profile, action_type): without the
+    sources there is no verify folder, and error_log.txt says why."""
+    trace = Trace("op", "5", tmp_path)
+    verdict = _verdict(compiled=True, correct=True, speedup=1.2)
+    step = trace.insert_tester_record(verdict, "log line", "[]", ActionType.VERIFY)
+    op_dir = tmp_path / "op"
+    error_log = (op_dir / f"I5_S{step:02d}_op_VERIFY_error_log.txt").read_text()
+    assert "no verify folder: reference_src, candidate_src, eval_config not given" in error_log
+    assert "CORRECT, speedup 1.20x" in error_log and "log line" in error_log
+    assert (op_dir / f"I5_S{step:02d}_op_VERIFY_profile.txt").exists()
+    assert not (op_dir / f"I5_S{step:02d}_verify").exists()
+    assert [p.name for p in trace.last_files] == [
+        f"I5_S{step:02d}_op_VERIFY_error_log.txt",
+        f"I5_S{step:02d}_op_VERIFY_profile.txt",
+    ]
+    # one source alone is not enough to reproduce anything either
+    step = trace.insert_tester_record(verdict, "", "", "VERIFY", candidate_src="class M: ...")
+    error_log = (op_dir / f"I5_S{step:02d}_op_VERIFY_error_log.txt").read_text()
+    assert "reference_src, eval_config not given" in error_log
+    assert not (op_dir / f"I5_S{step:02d}_verify").exists()
+
+
+def test_tester_record_states_the_software_versions(tmp_path: Path) -> None:
+    from engine import __version__
+    from engine.trace.versions import environment_versions
+
+    trace = Trace("op", "1", tmp_path)
+    _tester(trace, _verdict(compiled=True, correct=True, speedup=1.0))
+    error_log = (tmp_path / "op" / "I1_S01_op_VERIFY_error_log.txt").read_text()
+    assert f"recorded with: stark {__version__}" in error_log and ", torch " in error_log
+    assert read_index(tmp_path / "op" / INDEX_NAME)[0]["versions"] == environment_versions()
+    script = tmp_path / "op" / "I1_S01_verify" / "verify_op.py"
+    namespace = runpy.run_path(str(script), run_name="not_main")  # loads, does not run
+    recorded = namespace["RECORDED"]
+    assert isinstance(recorded, dict)
+    assert recorded["versions"]["stark"] == __version__
+    assert recorded["versions"] == environment_versions()
 
 
 def test_plain_torch_candidate_does_not_overwrite_reference(tmp_path: Path) -> None:

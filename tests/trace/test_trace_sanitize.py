@@ -181,3 +181,39 @@ def test_explicit_secrets_are_redacted(tmp_path: Path) -> None:
         assert key not in path.read_text()
     with pytest.raises(ValueError, match="at least"):
         Trace("op", "1", tmp_path, secrets=["abc"])
+
+
+AZURE_KEY = "0f3c9a7be21d4c5e8a6b7c9d0e1f2a3b"  # 32 hex characters, Azure style
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (f"key={AZURE_KEY}", f"key={REDACTED}"),
+        (f"Ocp-Apim-Subscription-Key: {AZURE_KEY}", f"Ocp-Apim-Subscription-Key: {REDACTED}"),
+        (f'{{"key": "{AZURE_KEY}"}}', f'{{"key": "{REDACTED}"}}'),
+        (f"TOKEN={AZURE_KEY[:16]}", f"TOKEN={REDACTED}"),
+        ("token: Xj3fA5skZFQac056FRYX3UuX", f"token: {REDACTED}"),
+    ],
+)
+def test_bare_key_and_token_values_are_redacted(text: str, expected: str) -> None:
+    assert redact(text, environ={}) == expected
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "sorted(xs, key=lambda item: item[0])",
+        "sorted(xs, key=operator.itemgetter(1))",
+        "token = tokens[0]",
+        "token=settings.token",
+        "key: cache_key_for_layer_12",
+        "key=x86_64-linux-gnu-2024",
+        "key=ModelNewForward123",
+        "key=0123456789012345",  # digits only: a number, not a key
+        'key = f"{op}_{shape}"',
+        f"monkey={AZURE_KEY}",  # not the word `key`
+    ],
+)
+def test_bare_key_names_leave_ordinary_code_alone(code: str) -> None:
+    assert redact(code, environ={}) == code

@@ -19,6 +19,7 @@ import pytest
 from engine.bench import Benchmarker, EvalConfig, EvalResult
 from engine.trace import Trace
 from engine.trace.verify_script import detect_impl_type
+from engine.trace.versions import environment_versions
 
 REFERENCE = """
 import torch
@@ -116,6 +117,25 @@ def test_verify_script_reproduces_the_recorded_verdict(
     assert (rerun.compiled, rerun.correct) == expected
     assert rerun.candidate_sha256 == verdict.candidate_sha256
     assert "REPRODUCED" in proc.stderr
+    assert "versions recorded: stark " in proc.stderr and "versions now:      stark " in proc.stderr
+    assert "versions differ" not in proc.stderr
+
+
+def test_verify_script_warns_when_versions_differ(
+    tmp_path: Path, cache_dir: Path, verdicts: dict[str, EvalResult]
+) -> None:
+    script = _record(tmp_path, HONEST, verdicts["honest"])
+    torch_now = environment_versions()["torch"]
+    text = script.read_text()
+    assert f'"torch": "{torch_now}"' in text
+    script.write_text(text.replace(f'"torch": "{torch_now}"', '"torch": "1.0.0-recorded"'))
+    proc = _run(script, cache_dir, tmp_path)
+    assert proc.returncode == 0, proc.stderr  # the verdict itself still reproduces
+    assert "torch 1.0.0-recorded" in proc.stderr and f"torch {torch_now}" in proc.stderr
+    assert (
+        f"warning: versions differ from the recording (torch: 1.0.0-recorded -> {torch_now})"
+        in (proc.stderr)
+    )
 
 
 def test_verify_script_detects_a_false_record(

@@ -1,0 +1,58 @@
+"""`TaskSummary`: the outcome of one task, one type from the search to its consumers.
+
+The search builds it, `summary.json` and the `task_finished` event carry its `to_dict()`
+(the JSON shape is documented in docs/events.md and must not change: editors parse it),
+and batch and the CLI read it back with `from_dict`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+
+@dataclass(slots=True)
+class TaskSummary:
+    """What a finished task produced; field order is the JSON key order."""
+
+    task_id: str
+    reference: str
+    task_dir: str
+    finished: bool = True
+    best_speedup: float | None = None
+    best_node: int | None = None
+    best_round: int | None = None
+    best_kernel: str | None = None  # path of best_kernel.py; None without a correct kernel
+    correct: bool = False
+    nodes: int = 0
+    correct_nodes: int = 0
+    buggy_nodes: int = 0
+    rounds: int = 0
+    rounds_run: int = 0
+    llm_calls: int = 0
+    failed_llm_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = None
+    agent: str = ""
+    model: str = ""
+    device: str = ""
+    seed: int = 0
+    score_trace: list[list[float]] = field(default_factory=list)  # [round, best score so far]
+    figure: str | None = None
+    wall_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TaskSummary:
+        """Rebuild from JSON; unknown keys (a newer writer) are ignored, missing optional
+        ones (an older summary.json) take their defaults."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a task summary must be a JSON object, not {type(data).__name__}")
+        missing = [k for k in ("task_id", "reference", "task_dir") if k not in data]
+        if missing:
+            raise ValueError(f"task summary lacks {', '.join(missing)}")
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
