@@ -14,11 +14,12 @@ setup-editor:
 demo: setup
 	$(BIN)/stark optimize examples/elementwise_chain.py --rounds 6 --agent offline --device cpu
 
+# Lint, the VS Code extension, then every Python test (pytest's summary is the last line).
 test: setup-editor
 	$(BIN)/ruff check engine stark_lsp tests benchmarks examples
 	$(BIN)/ruff format --check engine stark_lsp tests benchmarks examples
+	$(MAKE) --no-print-directory test-extension
 	$(BIN)/python -m pytest -q -ra
-	$(MAKE) test-extension
 
 # The VS Code extension: compile, lint, unit + smoke tests (real Python server), package.
 test-extension: setup-editor
