@@ -45,6 +45,7 @@ from typing import Any
 import torch
 import torch.utils.cpp_extension as cpp_extension
 
+from engine.bench.atomic_io import write_atomic
 from engine.bench.sandbox import (
     CACHE_BUILDS_FILE,
     CACHE_DIR_HASH_CHARS,
@@ -67,7 +68,7 @@ _ERROR_LINE = re.compile(
 )
 LOG_EXCERPT_CHARS = 8000
 # Bound when the fork server imports this module, before any candidate could patch them.
-_os_open, _os_write, _os_close, _os_replace = os.open, os.write, os.close, os.replace
+_os_write = os.write
 _json_dumps = json.dumps
 
 
@@ -229,17 +230,8 @@ class CompileCache:
             "tampered": list(self.tampered),
         }
         text = _json_dumps({**body, "mac": result_mac(self._report_token, body)})
-        path = self.report_dir / CACHE_BUILDS_FILE
-        tmp = str(path.with_name(f".{path.name}.{os.getpid()}.tmp"))
         with contextlib.suppress(OSError):
-            fd = _os_open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                data = text.encode()
-                while data:
-                    data = data[_os_write(fd, data) :]
-            finally:
-                _os_close(fd)
-            _os_replace(tmp, str(path))
+            write_atomic(self.report_dir / CACHE_BUILDS_FILE, text)
 
     @property
     def failures(self) -> list[BuildRecord]:

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from engine.bench import correctness, loader, profiling, timing
+from engine.bench.atomic_io import write_atomic
 from engine.bench.compile_cache import CompileCache, ExtensionBuildError
 from engine.bench.config import EvalConfig
 from engine.bench.correctness import (
@@ -55,7 +56,7 @@ class Stop(Exception):
 
 # Bound at import (in the fork server), so a candidate that patches os.replace or json.dumps
 # cannot rewrite the verdict on its way to disk.
-_os_open, _os_write, _os_close, _os_replace = os.open, os.write, os.close, os.replace
+_os_open, _os_write, _os_close = os.open, os.write, os.close
 _os_read, _os_listdir, _os_kill, _os_waitpid = os.read, os.listdir, os.kill, os.waitpid
 _os_getpid, _os_getpgrp = os.getpid, os.getpgrp
 _json_dumps = json.dumps
@@ -66,18 +67,6 @@ def note(text: str) -> None:
     """A harness line for log.txt, straight to fd 2 (the candidate may have replaced print)."""
     with contextlib.suppress(OSError):
         _os_write(2, f"[stark] {text}\n".encode())
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = str(path.with_name(f".{path.name}.{os.getpid()}.tmp"))
-    fd = _os_open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        data = text.encode()
-        while data:
-            data = data[_os_write(fd, data) :]
-    finally:
-        _os_close(fd)
-    _os_replace(tmp, str(path))
 
 
 def _read_small(path: str) -> str:
