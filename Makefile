@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-editor demo test test-extension clean
+.PHONY: setup setup-editor setup-tests demo test test-extension clean
 
 setup:
 	@scripts/setup.sh
@@ -10,12 +10,15 @@ setup:
 setup-editor:
 	@scripts/setup.sh --editor
 
+setup-tests:
+	@scripts/setup.sh --tests
+
 # Optimize a bundled example on CPU with the embedded offline agent (no API key, no network).
 demo: setup
 	$(BIN)/stark optimize examples/elementwise_chain.py --rounds 6 --agent offline --device cpu
 
 # Lint, the VS Code extension, then every Python test (pytest's summary is the last line).
-test: setup-editor
+test: setup-tests
 	$(BIN)/ruff check engine stark_lsp tests benchmarks examples
 	$(BIN)/ruff format --check engine stark_lsp tests benchmarks examples
 	$(MAKE) --no-print-directory test-extension

@@ -529,7 +529,7 @@ class Suite:
 
     def _kb_batch(self, files: list[Path], table: dict[str, kb.TaskRow]) -> None:
         out_dir = Path(self.args.kb_out) if self.args.kb_out else self.work / "kb-runs"
-        rounds = 1 if self.args.quick else self.args.kb_rounds
+        rounds = self.args.kb_rounds
         device = "cuda" if self.cuda else "cpu"
         timeout = min(self.args.kb_timeout, max(30.0, self.seconds_left()))
         run = kb.run_batch(files, out_dir, rounds, device, timeout, REPO)
@@ -549,53 +549,105 @@ class Suite:
             if entry is None:
                 row.error = "not in the batch summary"
                 continue
-            row.correct = bool(entry.get("correct"))
+            row.search_correct = bool(entry.get("correct"))
             speedup = entry.get("best_speedup")
-            row.speedup_vs_eager = float(speedup) if speedup is not None else None
+            row.search_speedup = float(speedup) if speedup is not None else None
             row.error = entry.get("error")
-
-    def _kb_compile_baselines(self, files: list[Path], table: dict[str, kb.TaskRow]) -> None:
+            best = Path(str(entry.get("task_dir") or "")) / "best_kernel.py"
+            if row.search_correct and best.is_file():
+                row.best_kernel_source = best.read_text()
+        # The search's best is the maximum of noisy measurements: measure it again, fresh.
         for path in files:
             row = table[path.name]
-            if self.seconds_left() < COMPILE_BASELINE_RESERVE_S:
-                row.error = "; ".join(
-                    filter(None, [row.error, "torch.compile baseline: no budget"])
-                )
+            if row.best_kernel_source is None:
                 continue
+            if self.seconds_left() < COMPILE_BASELINE_RESERVE_S:
+                row.error = "; ".join(filter(None, [row.error, "re-measure: no budget"]))
+                continue
+            result = self.evaluate(path.read_text(), row.best_kernel_source, run_timeout_s=600.0)
+            row.stark_vs_eager = comparison(result)
+
+    def _kb_compile_baselines(self, files: list[Path], table: dict[str, kb.TaskRow]) -> None:
+        if self.args.kb_from:
+            earlier = load_task_rows(Path(self.args.kb_from))
+            for name, row in table.items():
+                before = earlier.get(name)
+                if before is not None and row.best_kernel_source is None:
+                    row.search_correct, row.search_speedup = (
+                        before.search_correct,
+                        before.search_speedup,
+                    )
+                    row.best_kernel_source, row.stark_vs_eager = (
+                        before.best_kernel_source,
+                        before.stark_vs_eager,
+                    )
+                    row.error = before.error
+        for path in files:
+            row = table[path.name]
             ref = path.read_text()
-            result = self.evaluate(ref, kb.compile_baseline_source(ref), run_timeout_s=600.0)
-            row.compile_correct = result.correct
-            row.compile_speedup_vs_eager = result.speedup if result.correct else None
-            row.eager_ms = result.ref_ms.median if result.ref_ms else None
-            row.compile_ms = result.new_ms.median if result.new_ms else None
-            if not result.correct:
-                row.error = "; ".join(filter(None, [row.error, "torch.compile baseline "
-                                                    + verdict_text(result)]))  # fmt: skip
-                if "torch_patched" in result.flags:
-                    row.error += " (the fork server must import torch._dynamo; docs/gpu.md)"
+            steps = [("compile_vs_eager", ref, kb.compile_baseline_source(ref))]
+            if row.best_kernel_source is not None:
+                steps.append(("stark_vs_compile", kb.compiled_reference_source(ref),
+                              row.best_kernel_source))  # fmt: skip
+            for attribute, reference, candidate in steps:
+                if self.seconds_left() < COMPILE_BASELINE_RESERVE_S:
+                    row.error = "; ".join(filter(None, [row.error, f"{attribute}: no budget"]))
+                    continue
+                result = self.evaluate(reference, candidate, run_timeout_s=600.0)
+                setattr(row, attribute, comparison(result))
+                if not result.correct and "torch_patched" in result.flags:
+                    row.error = "; ".join(filter(None, [row.error, f"{attribute}: torch_patched "
+                                          "(the fork server must import torch._dynamo; docs/gpu.md)"]))  # fmt: skip
+
+
+def comparison(result: EvalResult) -> kb.Comparison:
+    """The figures of one evaluation that a KernelBench row reports."""
+    return kb.Comparison(
+        correct=result.correct,
+        speedup=result.speedup if result.correct else None,
+        baseline_ms=result.ref_ms.median if result.ref_ms else None,
+        baseline_iqr_ms=result.ref_ms.iqr if result.ref_ms else None,
+        candidate_ms=result.new_ms.median if result.new_ms else None,
+        candidate_iqr_ms=result.new_ms.iqr if result.new_ms else None,
+        error=None if result.correct else verdict_text(result),
+    )
+
+
+def load_task_rows(path: Path) -> dict[str, kb.TaskRow]:
+    """KernelBench rows of an earlier --json report (e.g. the batch part of another call)."""
+    payload = json.loads(path.read_text())
+    if payload.get("suite") != "stark-gpu-suite":
+        raise ValueError(f"{path} is not a gpu_suite JSON report")
+    tasks = payload.get("data", {}).get("kernelbench", {}).get("tasks", {})
+    return {name: kb.TaskRow.from_dict(task) for name, task in tasks.items()}
 
 
 def kernelbench_rows(suite: Suite, table: dict[str, kb.TaskRow]) -> None:
     """Per-task rows and the aggregate, from whatever parts have run (batch, compile)."""
     for row in table.values():
-        if row.correct and row.speedup_vs_eager and row.compile_speedup_vs_eager:
-            row.speedup_vs_compile = row.speedup_vs_eager / row.compile_speedup_vs_eager
-        batch_ran = row.correct or row.speedup_vs_eager is not None or bool(row.error)
+        batch_ran = row.search_correct or row.search_speedup is not None or bool(row.error)
         # MISS: the search found no correct kernel (a result, not a broken harness).
-        good = row.correct if batch_ran else row.compile_correct
+        compile_ok = bool(row.compile_vs_eager and row.compile_vs_eager.correct)
+        good = row.correct if batch_ran else compile_ok
+        vs_eager = row.stark_vs_eager.text() if row.stark_vs_eager else "not measured"
+        vs_compile = row.stark_vs_compile.text() if row.stark_vs_compile else "-"
+        compiled = row.compile_vs_eager.text() if row.compile_vs_eager else "-"
         suite.add("kernelbench", row.task[:38], "ok" if good else "MISS",
-                  f"STARK {fmt_ratio(row.speedup_vs_eager)} vs eager, "
-                  f"{fmt_ratio(row.speedup_vs_compile)} vs compile",
-                  note=f"torch.compile {fmt_ratio(row.compile_speedup_vs_eager)} vs eager"
+                  f"STARK vs eager {vs_eager}; vs compile {vs_compile}",
+                  note=f"torch.compile vs eager {compiled}; search said "
+                  f"{fmt_ratio(row.search_speedup)}"
                   + (f"; {first_line(row.error, 50)}" if row.error else ""))  # fmt: skip
     figures = kb.aggregate(list(table.values()))
     suite.data.setdefault("kernelbench", {})["aggregate"] = figures
     suite.add("kernelbench", "geomean / fast_1 vs eager", "ok",
               f"{fmt_ratio(figures['geomean_vs_eager'])} / {figures['fast_1_vs_eager']:.2f}",
-              note=f"fast_0 {figures['fast_0']:.2f} ({figures['correct']}/{figures['tasks']})")  # fmt: skip
+              note=f"fast_0 {figures['fast_0']:.2f} ({figures['correct']}/{figures['tasks']}); "
+              f"{figures['wins_beyond_iqr_vs_eager']} wins beyond IQR")  # fmt: skip
     suite.add("kernelbench", "geomean / fast_1 vs torch.compile", "ok",
               f"{fmt_ratio(figures['geomean_vs_compile'])} / {figures['fast_1_vs_compile']:.2f}",
-              note=f"torch.compile itself: {fmt_ratio(figures['compile_geomean_vs_eager'])} vs eager")  # fmt: skip
+              note=f"{figures['wins_beyond_iqr_vs_compile']} wins beyond IQR; torch.compile "
+              f"itself: {fmt_ratio(figures['compile_geomean_vs_eager'])} vs eager "
+              f"({figures['compile_correct']} correct)")  # fmt: skip
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -765,13 +817,7 @@ def merge_reports(paths: list[Path]) -> tuple[list[Row], dict[str, Any]]:
                 data[key] = value
     merged_rows = list(rows.values())
     if kb_tasks:
-        fields = set(kb.TaskRow.__dataclass_fields__)
-        table = {
-            name: kb.TaskRow(**{k: v for k, v in task.items() if k in fields})
-            for name, task in kb_tasks.items()
-        }
-        for task_row in table.values():
-            task_row.speedup_vs_compile = None
+        table = {name: kb.TaskRow.from_dict(task) for name, task in kb_tasks.items()}
         collector = _RowCollector()
         kernelbench_rows(collector, table)  # type: ignore[arg-type]
         merged_rows += collector.rows
@@ -827,7 +873,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     parser.add_argument("--dry-run", action="store_true",
                         help="smallest sizes, no KernelBench batch; with --device cpu: CI check")  # fmt: skip
-    parser.add_argument("--quick", action="store_true", help="short timing budgets, 1 KB round")
+    parser.add_argument("--quick", action="store_true", help="short timing budgets, 3 spread runs")
     parser.add_argument("--sections", type=parse_sections, default=list(DEFAULT_SECTIONS),
                         help=f"comma list or 'all' (default: all but kernelbench); {','.join(SECTIONS)}")  # fmt: skip
     parser.add_argument("--kernelbench", metavar="SNAPSHOT",
@@ -839,9 +885,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--kb-levels", type=parse_levels, default=["level1", "level2"])
     parser.add_argument("--kb-parts", type=parse_parts, default=["batch", "compile"],
                         help="batch (stark batch), compile (torch.compile baselines) or both")  # fmt: skip
-    parser.add_argument("--kb-rounds", type=int, default=2, help="stark batch --rounds")
+    parser.add_argument("--kb-rounds", type=int, default=3,
+                        help="stark batch --rounds (round 0 is the seed: the reference itself)")  # fmt: skip
     parser.add_argument("--kb-timeout", type=float, default=480.0, help="seconds for stark batch")
     parser.add_argument("--kb-out", help="stark batch --out (default: a temp dir)")
+    parser.add_argument("--kb-from", metavar="JSON",
+                        help="with --kb-parts compile: take the best kernels from this earlier "
+                        "--json report (a batch part run in another call)")  # fmt: skip
     parser.add_argument("--copy-only", action="store_true",
                         help="with --kernelbench: copy the tasks into --kb-dir and exit")  # fmt: skip
     parser.add_argument("--budget-s", type=float, default=None,
@@ -875,6 +925,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             write_json(Path(args.json), rows, data, argv)
         return 1 if any(r.status == "FAIL" for r in rows) else 0
+    if args.kb_from and not Path(args.kb_from).is_file():
+        parser.error(f"--kb-from {args.kb_from}: no such file")
     if args.kernelbench and not Path(args.kernelbench).exists():
         parser.error(f"--kernelbench {args.kernelbench}: no such directory")
     if args.copy_only:

@@ -1,22 +1,32 @@
 #!/usr/bin/env bash
 # Set up everything STARK needs in ./.venv (idempotent; a re-run takes about a second).
 #   scripts/setup.sh            python environment (torch chosen for this machine)
-#   scripts/setup.sh --editor   also Neovim and the VS Code extension's node packages (tests)
-#   scripts/setup.sh --print-torch-spec   print the torch requirement this machine gets, and exit
+#   scripts/setup.sh --editor   also Neovim and the VS Code extension's node packages
+#   scripts/setup.sh --tests    what `make test` needs: --editor, plus Triton on a machine
+#                               without a GPU (its interpreter runs the Triton candidate's
+#                               correctness test on CPU; a CUDA torch brings its own Triton)
+#   scripts/setup.sh --print-torch-spec    print the torch requirement this machine gets, and exit
+#   scripts/setup.sh --print-triton-spec   print the extra Triton requirement of --tests (may be
+#                                          empty), and exit
 # Environment overrides:
 #   STARK_VENV=path             where the virtual environment lives (default .venv)
 #   STARK_TORCH_SPEC=spec       force a torch requirement, e.g. "torch==2.13.0"
 #   STARK_TORCH_INDEX=url       an extra index for torch wheels (e.g. the PyTorch CPU index)
+#   STARK_TRITON_SPEC=spec      force the Triton requirement of --tests ("" for none)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${STARK_VENV:-.venv}
 PY=${PYTHON:-python3}
 WITH_EDITOR=0
+WITH_TESTS=0
 PRINT_SPEC=0
+PRINT_TRITON_SPEC=0
 for arg in "$@"; do
   case "$arg" in
     --editor) WITH_EDITOR=1 ;;
+    --tests) WITH_EDITOR=1; WITH_TESTS=1 ;;
     --print-torch-spec) PRINT_SPEC=1 ;;
+    --print-triton-spec) PRINT_TRITON_SPEC=1 ;;
     *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -39,8 +49,22 @@ torch_spec() {
   fi
 }
 
+triton_spec() {
+  if [ -n "${STARK_TRITON_SPEC+set}" ]; then
+    echo "$STARK_TRITON_SPEC"
+  elif has_nvidia_gpu; then
+    echo ""  # the CUDA torch wheel depends on the Triton it was built with
+  else
+    echo "triton==3.9.0"
+  fi
+}
+
 if [ "$PRINT_SPEC" = 1 ]; then
   torch_spec
+  exit 0
+fi
+if [ "$PRINT_TRITON_SPEC" = 1 ]; then
+  triton_spec
   exit 0
 fi
 
@@ -64,6 +88,14 @@ if [ ! -f "$stamp" ]; then
   "${PIP[@]}" install -e ".[dev]"
   rm -f "$VENV"/.stark-installed-*
   touch "$stamp"
+fi
+
+if [ "$WITH_TESTS" = 1 ]; then
+  spec=$(triton_spec)
+  if [ -n "$spec" ] && ! "$VENV/bin/python" -c 'import triton' >/dev/null 2>&1; then
+    log "installing $spec (for the Triton interpreter tests)"
+    "${PIP[@]}" install "$spec" || log "could not install $spec; the Triton interpreter tests will be skipped"
+  fi
 fi
 
 if [ "$WITH_EDITOR" = 1 ]; then

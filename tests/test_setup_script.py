@@ -54,3 +54,28 @@ def test_unknown_option_is_a_usage_error() -> None:
         ["bash", str(SETUP), "--bogus"], capture_output=True, text=True, timeout=30
     )
     assert done.returncode == 2 and "unknown option --bogus" in done.stderr
+
+
+def triton_spec(path_prefix: Path, **env: str) -> str:
+    environ = {k: v for k, v in os.environ.items() if k != "STARK_TRITON_SPEC"}
+    environ.update(env)
+    environ["PATH"] = f"{path_prefix}{os.pathsep}{environ['PATH']}"
+    done = subprocess.run(
+        ["bash", str(SETUP), "--print-triton-spec"],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_tests_on_a_cpu_machine_get_a_pinned_triton(tmp_path: Path) -> None:
+    assert triton_spec(fake_nvidia_smi(tmp_path, "No devices were found")) == "triton==3.9.0"
+
+
+def test_tests_on_a_gpu_machine_keep_the_triton_torch_brings(tmp_path: Path) -> None:
+    gpu = fake_nvidia_smi(tmp_path, "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-1234)")
+    assert triton_spec(gpu) == ""
+    assert triton_spec(gpu, STARK_TRITON_SPEC="triton==3.6.0") == "triton==3.6.0"

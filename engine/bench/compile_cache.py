@@ -128,6 +128,36 @@ def first_error_line(text: str) -> str | None:
     return None
 
 
+def _last_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else "?"
+
+
+def _wants_cuda(fn_name: str, arguments: dict[str, Any]) -> bool:
+    if arguments.get("with_cuda"):
+        return True
+    if fn_name == "load_inline":
+        return any(str(src).strip() for src in _as_list(arguments.get("cuda_sources")))
+    return any(str(src).endswith((".cu", ".cuh")) for src in _as_list(arguments.get("sources")))
+
+
+def _missing_cuda_toolchain(fn_name: str, arguments: dict[str, Any]) -> str | None:
+    """Say plainly why a CUDA build cannot start, instead of torch's bare
+    "CUDA_HOME environment variable is not set" (which on a CPU-only torch is misleading:
+    setting it would not help)."""
+    if not _wants_cuda(fn_name, arguments):
+        return None
+    if cpp_extension.CUDA_HOME is not None:
+        return None
+    if torch.version.cuda is None:
+        return (
+            f"CUDA build impossible: this torch ({torch.__version__}) was built without CUDA; "
+            "CUDA candidates need a CUDA build of torch, nvcc and a GPU (--device cpu runs "
+            "C++ and PyTorch candidates)"
+        )
+    return "CUDA build impossible: no CUDA toolkit found (set CUDA_HOME to the folder of bin/nvcc)"
+
+
 def _file_size(path: Path | None) -> int:
     try:
         return path.stat().st_size if path else 0
@@ -293,6 +323,11 @@ class CompileCache:
             self.records.append(BuildRecord(name, key, True, time.perf_counter() - start))
             return _import_library(library, module_name, is_python_module)
 
+        missing = _missing_cuda_toolchain(fn_name, arguments)
+        if missing is not None:
+            self.records.append(BuildRecord(name, key, False, time.perf_counter() - start, missing))
+            raise ExtensionBuildError(missing)
+
         build_dir.mkdir(parents=True, exist_ok=True)
         log_offset = _file_size(self.log_path)
         with self._exclusive(build_dir):
@@ -335,7 +370,7 @@ class CompileCache:
         summary = (
             f"{kind} failed: {first}"
             if first
-            else f"extension build failed: {str(exc).strip().splitlines()[-1:] or ['?']}"
+            else f"extension build failed: {_last_line(str(exc))}"
         )
         excerpt = ""
         if len(output) > LOG_EXCERPT_CHARS:
