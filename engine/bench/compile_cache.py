@@ -101,6 +101,28 @@ def compiler_id() -> str:
     return out.splitlines()[0].strip() if out else compiler
 
 
+@functools.cache
+def nvcc_id() -> str:
+    """Last line of `nvcc --version` (its build): a toolkit upgrade must invalidate CUDA builds."""
+    home = cpp_extension.CUDA_HOME
+    nvcc = os.path.join(home, "bin", "nvcc") if home else "nvcc"
+    try:
+        out = subprocess.run(
+            [nvcc, "--version"], capture_output=True, text=True, timeout=30, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return f"{nvcc}: unavailable"
+    lines = out.strip().splitlines()
+    return lines[-1].strip() if lines else nvcc
+
+
+def cuda_arch_list(major: int, minor: int) -> str:
+    """TORCH_CUDA_ARCH_LIST for this device: its own architecture only. From Hopper on, the
+    arch-specific variant (9.0a = sm_90a), so candidates may use wgmma, setmaxnreg and TMA
+    multicast; such code runs only on that exact architecture, which is the one measured."""
+    return f"{major}.{minor}a" if major >= 9 else f"{major}.{minor}"
+
+
 def device_arch(device: str) -> str:
     if device == "cuda":
         major, minor = torch.cuda.get_device_capability()
@@ -201,8 +223,7 @@ class CompileCache:
         self._read_guard()
         os.environ["TORCH_EXTENSIONS_DIR"] = str(self.cache_dir / "torch_extensions")
         if self.device == "cuda" and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
-            major, minor = torch.cuda.get_device_capability()
-            os.environ["TORCH_CUDA_ARCH_LIST"] = f"{major}.{minor}"
+            os.environ["TORCH_CUDA_ARCH_LIST"] = cuda_arch_list(*torch.cuda.get_device_capability())
         for fn_name in ("load_inline", "load"):
             original = getattr(cpp_extension, fn_name)
             self._originals[fn_name] = original
@@ -282,11 +303,14 @@ class CompileCache:
                 described[key] = _as_list(value)
             else:
                 described[key] = value
+        wants_cuda = _wants_cuda(fn_name, arguments)
         described["toolchain"] = {
             "torch": torch.__version__,
             "cuda": torch.version.cuda,
             "arch": device_arch(self.device),
+            "arch_list": os.environ.get("TORCH_CUDA_ARCH_LIST") if wants_cuda else None,
             "compiler": compiler_id(),
+            "nvcc": nvcc_id() if wants_cuda else None,
         }
         blob = json.dumps(described, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()

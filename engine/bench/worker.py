@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from engine.bench import correctness, loader, profiling, timing
+from engine.bench import backend_settings, correctness, loader, profiling, timing
 from engine.bench.atomic_io import write_atomic
 from engine.bench.compile_cache import CompileCache, ExtensionBuildError
 from engine.bench.config import EvalConfig
@@ -207,6 +207,8 @@ class Evaluation:
     phase_tokens: dict[str, str] = field(default_factory=dict)  # signed phases -> token
     reference: ModuleType | None = None
     pristine: correctness.NamespaceSnapshot | None = None
+    backend: backend_settings.BackendSettings = ()  # torch's switches before the candidate
+    compile_cache: CompileCache | None = None
     # This object, its clocks and kernel clock by identity, filled in (never rebound) just
     # before the candidate loads: shadowing `time_both` on the instance is tampering too.
     guards: list[InstanceSnapshot] = field(default_factory=list)
@@ -258,8 +260,12 @@ class Evaluation:
         )
         self.reference = reference
         self.pristine = correctness.NamespaceSnapshot.take(reference)
+        self.backend = backend_settings.current()
 
         self.compile_start_ns = self.clocks.perf_ns()
+        self.compile_cache = CompileCache(
+            Path(str(self.request["cache_dir"])), self.device.type, self.eval_dir / "log.txt"
+        )
         self.guards.extend(
             [
                 InstanceSnapshot.take(self, "Evaluation"),
@@ -268,7 +274,7 @@ class Evaluation:
             ]
         )
         os.environ["TORCHINDUCTOR_COMPILE_THREADS"] = "1"  # no compile-worker processes
-        candidate = self.import_candidate(Path(str(self.request["cache_dir"])))
+        candidate = self.import_candidate(self.compile_cache)
         new_model = self.build(candidate.ModelNew, reference, weight_seed, "import", "ModelNew")
         self.result.compiled = True
         self.phase("warmup")
@@ -294,11 +300,12 @@ class Evaluation:
         Triton, lazily built extensions) is compilation, so it runs under the compile deadline,
         and the thread pools it starts exist before the checked trials begin."""
         try:
-            correctness.call_model(
-                new_model, correctness.clone_inputs(canary.pristine), "candidate", self.device
-            )
+            inputs = correctness.clone_inputs(canary.pristine)
+            correctness.call_model(new_model, inputs, "candidate", self.device)
         except CallError as exc:
             return exc
+        except Exception as exc:  # noqa: BLE001 - e.g. a sticky CUDA error left by the candidate
+            return CallError("candidate", exc)
         return None
 
     def draw(self, reference: ModuleType) -> Trial:
@@ -337,22 +344,12 @@ class Evaluation:
             )
         return module
 
-    def import_candidate(self, cache_dir: Path) -> ModuleType:
-        cache = CompileCache(cache_dir, self.device.type, self.eval_dir / "log.txt")
+    def import_candidate(self, cache: CompileCache) -> ModuleType:
         cache.install()
         try:
             module = loader.import_from_path(self.candidate_path, "stark_candidate")
         except BaseException as exc:  # noqa: BLE001 - sys.exit at import is a verdict
-            build_error = next(
-                (e for e in _causes(exc) if isinstance(e, ExtensionBuildError)), None
-            )
-            if build_error is not None or cache.failures:
-                record = cache.failures[-1] if cache.failures else None
-                self.result.log = record.log_excerpt if record else ""
-                self.result.error_location = loader.location_in(
-                    exc.__traceback__, self.candidate_path
-                )
-                raise self.fail("compile", str(build_error or record.error)) from exc  # type: ignore[union-attr]
+            self.raise_if_build_failed(exc, failures_before=0)
             failure = loader.describe_import_failure(exc, self.candidate_path)
             self.result.error_location = failure.location
             traceback.print_exception(exc)
@@ -363,17 +360,36 @@ class Evaluation:
             raise self.fail("import", "candidate defines no ModelNew")
         return module
 
+    def raise_if_build_failed(self, exc: BaseException, failures_before: int) -> None:
+        """An extension build that failed (at import or in ModelNew.__init__) is a compile
+        verdict with the compiler's own text in `log`, not an import error."""
+        cache = self.compile_cache
+        build_error = next((e for e in _causes(exc) if isinstance(e, ExtensionBuildError)), None)
+        new_failures = cache.failures[failures_before:] if cache is not None else []
+        if build_error is None and not new_failures:
+            return
+        record = new_failures[-1] if new_failures else None
+        self.result.log = record.log_excerpt if record else ""
+        self.result.error_location = loader.location_in(exc.__traceback__, self.candidate_path)
+        raise self.fail("compile", str(build_error or record.error)) from exc  # type: ignore[union-attr]
+
     def build(
         self, cls: Any, reference: ModuleType, seed: int, stage: str, what: str
     ) -> torch.nn.Module:
         """Construct with the shared secret seed so both sides get identical weights."""
+        failures_before = len(self.compile_cache.failures) if self.compile_cache else 0
         try:
             correctness._manual_seed(seed)
             model = cls(*reference.get_init_inputs())
             if isinstance(model, torch.nn.Module):
                 model = model.to(self.device)
+            if self.device.type == "cuda":
+                # CUDA errors are asynchronous: a fault launched by this side's import or
+                # __init__ must surface here, as this side's verdict, not in the harness later.
+                correctness._cuda_synchronize()
         except BaseException as exc:  # noqa: BLE001
             if stage == "import":
+                self.raise_if_build_failed(exc, failures_before)
                 self.result.error_location = loader.location_in(
                     exc.__traceback__, self.candidate_path
                 )
@@ -512,7 +528,21 @@ class Evaluation:
         failure = integrity_failure(self.pristine, self.reference, self.guards)
         if failure:
             raise self.fail("correctness", *failure)
+        self.check_backend_settings()
         self.check_children()
+
+    def check_backend_settings(self) -> None:
+        changed = backend_settings.changes(self.backend, backend_settings.current())
+        if changed:
+            shown = "; ".join(changed[:3]) + (
+                f" (+{len(changed) - 3} more)" if len(changed) > 3 else ""
+            )
+            raise self.fail(
+                "correctness",
+                f"candidate changed torch's backend settings ({shown}); the reference would "
+                "run different kernels",
+                "backend_settings_changed",
+            )
 
     def check_children(self) -> None:
         """Processes the candidate started and left running compete with both sides for the

@@ -169,3 +169,15 @@ def test_os_thread_left_running_by_forward_is_flagged(evaluate_files) -> None:
 def test_answers_memoised_during_timing_fail(evaluate_files) -> None:
     result = evaluate_files("scale_add", "memo_by_pointer")
     assert_rejected(result, "wrong output during timing")
+
+
+@pytest.mark.parametrize(
+    ("candidate", "switch"),
+    [
+        ("backend_switch_in_init", "mkldnn_enabled: True -> False"),
+        ("backend_switch_in_forward", "float32_matmul_precision: 'highest' -> 'medium'"),
+    ],
+)
+def test_changing_torch_backend_settings_fails(evaluate_files, candidate: str, switch: str) -> None:
+    result = evaluate_files("scale_add", candidate)
+    assert_rejected(result, "backend settings", switch, flag="backend_settings_changed")

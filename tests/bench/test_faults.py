@@ -177,6 +177,17 @@ def test_cpp_compile_error_reports_compiler_file_and_line(
     assert_still_works()
 
 
+def test_build_failing_in_model_init_is_a_compile_verdict(
+    evaluate_files, assert_still_works
+) -> None:
+    result = evaluate_files("scale_add", "compile_error_in_init")
+    assert (result.compiled, result.correct, result.stage) == (False, False, "compile")
+    assert result.error.startswith("C++ compilation failed: main.cpp:3:"), result.error
+    assert "undeclared_in_init_xyz" in result.log
+    assert result.error_location is not None and result.error_location.line == 18
+    assert_still_works()
+
+
 def test_compile_that_never_ends_is_killed_with_its_compiler(
     benchmarker: Benchmarker,
     fast_config: EvalConfig,

@@ -153,3 +153,38 @@ def test_next_evaluation_after_a_failed_cuda_build_passes(
     assert failed_build.stage == "compile", explain(failed_build)
     after = bench.evaluate(CHAIN_REFERENCE, TORCH_CANDIDATE, cpu_config())
     assert after.compiled and after.correct, explain(after)
+
+
+@pytest.mark.parametrize(
+    ("capability", "arch_list", "gencode"),
+    [
+        ((9, 0), "9.0a", "-gencode=arch=compute_90a,code=sm_90a"),
+        ((8, 0), "8.0", "-gencode=arch=compute_80,code=sm_80"),
+    ],
+)
+def test_builds_target_the_devices_own_architecture(
+    monkeypatch: pytest.MonkeyPatch, capability: tuple[int, int], arch_list: str, gencode: str
+) -> None:
+    from torch.utils import cpp_extension
+
+    from engine.bench.compile_cache import cuda_arch_list
+
+    assert cuda_arch_list(*capability) == arch_list
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", arch_list)
+    assert cpp_extension._get_cuda_arch_flags() == [gencode]  # this torch accepts it
+
+
+def test_cuda_builds_are_keyed_by_arch_list_and_nvcc(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from engine.bench.compile_cache import CompileCache
+
+    cache = CompileCache(tmp_path, "cpu", None)
+    cuda_build = {"name": "k", "cpp_sources": "", "cuda_sources": "__global__ void k() {}"}
+    cpp_build = {"name": "k", "cpp_sources": "int f() { return 1; }"}
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "9.0a")
+    first = cache._key("load_inline", cuda_build), cache._key("load_inline", cpp_build)
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "9.0")
+    second = cache._key("load_inline", cuda_build), cache._key("load_inline", cpp_build)
+    assert first[0] != second[0]  # another arch list: another CUDA build
+    assert first[1] == second[1]  # C++ builds do not care
