@@ -11,20 +11,25 @@ from pathlib import Path
 SETUP = Path(__file__).resolve().parents[1] / "scripts" / "setup.sh"
 
 
-def torch_spec(path_prefix: Path | None = None, **env: str) -> str:
-    environ = {k: v for k, v in os.environ.items() if k != "STARK_TORCH_SPEC"}
+def printed_spec(option: str, override: str, path_prefix: Path | None, **env: str) -> str:
+    """What `setup.sh OPTION` prints, with the override variable unset unless given."""
+    environ = {k: v for k, v in os.environ.items() if k != override}
     environ.update(env)
     if path_prefix is not None:
         environ["PATH"] = f"{path_prefix}{os.pathsep}{environ['PATH']}"
     done = subprocess.run(
-        ["bash", str(SETUP), "--print-torch-spec"],
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=30,
+        ["bash", str(SETUP), option], env=environ, capture_output=True, text=True, timeout=30
     )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
+
+
+def torch_spec(path_prefix: Path | None = None, **env: str) -> str:
+    return printed_spec("--print-torch-spec", "STARK_TORCH_SPEC", path_prefix, **env)
+
+
+def triton_spec(path_prefix: Path, **env: str) -> str:
+    return printed_spec("--print-triton-spec", "STARK_TRITON_SPEC", path_prefix, **env)
 
 
 def fake_nvidia_smi(tmp_path: Path, output: str) -> Path:
@@ -54,21 +59,6 @@ def test_unknown_option_is_a_usage_error() -> None:
         ["bash", str(SETUP), "--bogus"], capture_output=True, text=True, timeout=30
     )
     assert done.returncode == 2 and "unknown option --bogus" in done.stderr
-
-
-def triton_spec(path_prefix: Path, **env: str) -> str:
-    environ = {k: v for k, v in os.environ.items() if k != "STARK_TRITON_SPEC"}
-    environ.update(env)
-    environ["PATH"] = f"{path_prefix}{os.pathsep}{environ['PATH']}"
-    done = subprocess.run(
-        ["bash", str(SETUP), "--print-triton-spec"],
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
 
 
 def test_tests_on_a_cpu_machine_get_a_pinned_triton(tmp_path: Path) -> None:
