@@ -88,32 +88,29 @@ class BuildRecord:
     sha256: str | None = None  # of the built .so, taken right after the build
 
 
+def _version_line(tool: str, last: bool = False) -> str:
+    """One line of `TOOL --version` (the first, or the last), or why it could not be read."""
+    try:
+        out = subprocess.run(
+            [tool, "--version"], capture_output=True, text=True, timeout=30, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return f"{tool}: unavailable"
+    lines = out.strip().splitlines()
+    return (lines[-1] if last else lines[0]).strip() if lines else tool
+
+
 @functools.cache
 def compiler_id() -> str:
     """First line of `$CXX --version`: a compiler upgrade must invalidate the cache."""
-    compiler = os.environ.get("CXX", "c++")
-    try:
-        out = subprocess.run(
-            [compiler, "--version"], capture_output=True, text=True, timeout=30, check=False
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return f"{compiler}: unavailable"
-    return out.splitlines()[0].strip() if out else compiler
+    return _version_line(os.environ.get("CXX", "c++"))
 
 
 @functools.cache
 def nvcc_id() -> str:
     """Last line of `nvcc --version` (its build): a toolkit upgrade must invalidate CUDA builds."""
     home = cpp_extension.CUDA_HOME
-    nvcc = os.path.join(home, "bin", "nvcc") if home else "nvcc"
-    try:
-        out = subprocess.run(
-            [nvcc, "--version"], capture_output=True, text=True, timeout=30, check=False
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return f"{nvcc}: unavailable"
-    lines = out.strip().splitlines()
-    return lines[-1].strip() if lines else nvcc
+    return _version_line(os.path.join(home, "bin", "nvcc") if home else "nvcc", last=True)
 
 
 def cuda_arch_list(major: int, minor: int) -> str:
