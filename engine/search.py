@@ -376,15 +376,20 @@ class StarkSearch:
 
     # --- expansions -------------------------------------------------------------------------
 
-    def _seed(self, round_: int) -> StarkNode:
-        prompt = prompts.build_seed_prompt(self.reference_src, self.target, self._tolerance())
-        request = AgentRequest(
-            role=Role.SEED,
+    def _request(self, role: Role, prompt: str, round_: int, **details: Any) -> AgentRequest:
+        """A request to an agent: this task's reference and device, plus the step's details."""
+        return AgentRequest(
+            role=role,
             prompt=prompt,
             round=round_,
             reference_src=self.reference_src,
             device=self.target.device,
+            **details,
         )
+
+    def _seed(self, round_: int) -> StarkNode:
+        prompt = prompts.build_seed_prompt(self.reference_src, self.target, self._tolerance())
+        request = self._request(Role.SEED, prompt, round_)
         node = StarkNode(node_id=self.tree.new_id(), parent_id=None, code="", phase="seed")
         node.created_round = round_
         try:
@@ -420,12 +425,10 @@ class StarkSearch:
             prompts.format_profile(profile),
             history.text,
         )
-        plan_request = AgentRequest(
-            role=Role.PLAN,
-            prompt=plan_prompt,
-            round=round_,
-            reference_src=self.reference_src,
-            device=self.target.device,
+        plan_request = self._request(
+            Role.PLAN,
+            plan_prompt,
+            round_,
             parent_code=parent.code,
             parent_plan=parent.plan,
             history=history.items,
@@ -449,12 +452,10 @@ class StarkSearch:
             plan.plan_json,
             code_context.text,
         )
-        code_request = AgentRequest(
-            role=Role.CODE,
-            prompt=code_prompt,
-            round=round_,
-            reference_src=self.reference_src,
-            device=self.target.device,
+        code_request = self._request(
+            Role.CODE,
+            code_prompt,
+            round_,
             parent_code=parent.code,
             parent_plan=parent.plan,
             anchored_code=plan.anchored_code,
@@ -496,12 +497,10 @@ class StarkSearch:
             buggy.plan_json or "(no plan: this kernel was a seed or the plan was lost)",
             history.text,
         )
-        request = AgentRequest(
-            role=Role.DEBUG,
-            prompt=prompt,
-            round=round_,
-            reference_src=self.reference_src,
-            device=self.target.device,
+        request = self._request(
+            Role.DEBUG,
+            prompt,
+            round_,
             parent_code=base_code or None,
             parent_plan=buggy.plan,
             plan=buggy.plan,
