@@ -387,19 +387,25 @@ class StarkSearch:
             **details,
         )
 
+    def _write_and_benchmark(
+        self, node: StarkNode, request: AgentRequest, round_: int, action: str
+    ) -> StarkNode:
+        """Ask the code agent for this node's kernel, then benchmark it (or record why not)."""
+        try:
+            code, error = self._ask_code(request, round_, action)
+        except AgentError as exc:
+            return self._failed(node, f"LLM call failed ({action}): {exc}")
+        if code is None:
+            return self._failed(node, error)
+        node.code = code.code
+        return self._benchmark(node, round_)
+
     def _seed(self, round_: int) -> StarkNode:
         prompt = prompts.build_seed_prompt(self.reference_src, self.target, self._tolerance())
         request = self._request(Role.SEED, prompt, round_)
         node = StarkNode(node_id=self.tree.new_id(), parent_id=None, code="", phase="seed")
         node.created_round = round_
-        try:
-            code, error = self._ask_code(request, round_, "seed")
-        except AgentError as exc:
-            return self._failed(node, f"LLM call failed (seed): {exc}")
-        if code is None:
-            return self._failed(node, error)
-        node.code = code.code
-        return self._benchmark(node, round_)
+        return self._write_and_benchmark(node, request, round_, "seed")
 
     def _expand(self, selection: Selection, round_: int) -> StarkNode:
         parent = selection.node
@@ -462,14 +468,7 @@ class StarkSearch:
             plan=plan.plan,
             history=code_context.items,
         )
-        try:
-            code, error = self._ask_code(code_request, round_, "code")
-        except AgentError as exc:
-            return self._failed(node, f"LLM call failed (code): {exc}")
-        if code is None:
-            return self._failed(node, error)
-        node.code = code.code
-        return self._benchmark(node, round_)
+        return self._write_and_benchmark(node, code_request, round_, "code")
 
     def _debug(self, buggy: StarkNode, round_: int) -> StarkNode:
         node = StarkNode(
@@ -507,14 +506,7 @@ class StarkSearch:
             error_log=tail,
             history=history.items,
         )
-        try:
-            code, error = self._ask_code(request, round_, "debug")
-        except AgentError as exc:
-            return self._failed(node, f"LLM call failed (debug): {exc}")
-        if code is None:
-            return self._failed(node, error)
-        node.code = code.code
-        return self._benchmark(node, round_)
+        return self._write_and_benchmark(node, request, round_, "debug")
 
     def _code_to_debug(self, node: StarkNode) -> str:
         """The failing node's code; for a node that never got code (malformed reply,
