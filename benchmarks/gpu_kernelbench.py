@@ -7,13 +7,15 @@ into a git-ignored folder (`.kb/` by default) that a device run can carry.
 The torch.compile baseline is a candidate like any other: the reference file
 with a `ModelNew` that subclasses `Model` and compiles its forward, benchmarked
 against eager by the same benchmarker, so both baselines are timed identically.
+Those sources, the beyond-IQR rule and the geomean come from `engine.remeasure`
+(what `stark optimize` and `stark batch` use to re-measure their best kernels), so
+this suite and the engine count a win the same way.
 """
 
 from __future__ import annotations
 
 import ast
 import json
-import math
 import os
 import subprocess
 import sys
@@ -22,24 +24,27 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.remeasure import (
+    COMPILE_BASELINE_SUFFIX,
+    COMPILED_REFERENCE_SUFFIX,
+    beyond_iqr,
+    compile_baseline_source,
+    compiled_reference_source,
+    geomean,
+)
+
+__all__ = [
+    "COMPILED_REFERENCE_SUFFIX",
+    "COMPILE_BASELINE_SUFFIX",
+    "compile_baseline_source",
+    "compiled_reference_source",
+    "geomean",
+]
+
 TASKS_FILE = Path(__file__).with_name("kernelbench_tasks.txt")
 DEFAULT_KB_DIR = ".kb"
 # A problem file "runs unchanged" if it needs nothing beyond torch and these.
 ALLOWED_IMPORT_ROOTS = frozenset({"torch", "math", "__future__", "typing"})
-
-COMPILE_BASELINE_SUFFIX = '''
-
-# --- STARK baseline: the reference, compiled with torch.compile (default mode) ---
-class ModelNew(Model):
-    """Same parameters (same construction order), forward compiled by Inductor."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._compiled_forward = torch.compile(super().forward)
-
-    def forward(self, *args):
-        return self._compiled_forward(*args)
-'''
 
 
 def read_task_list(path: Path = TASKS_FILE) -> list[str]:
@@ -128,14 +133,6 @@ def extra_imports(source: str) -> list[str]:
     return sorted(found - ALLOWED_IMPORT_ROOTS)
 
 
-def compile_baseline_source(reference_src: str) -> str:
-    """A candidate file: the reference plus a torch.compile'd ModelNew."""
-    tree = ast.parse(reference_src)
-    if not any(isinstance(n, ast.ClassDef) and n.name == "Model" for n in tree.body):
-        raise ValueError("reference defines no top-level Model class")
-    return reference_src.rstrip() + "\n" + COMPILE_BASELINE_SUFFIX
-
-
 @dataclass(slots=True)
 class BatchRun:
     """How one `stark batch` subprocess went."""
@@ -186,7 +183,8 @@ def run_batch(
     timeout_s: float,
     repo_root: Path,
 ) -> BatchRun:
-    """`stark batch FILES --agent offline --rounds N --device D --out DIR --json`."""
+    """`stark batch FILES --agent offline --rounds N --device D --out DIR --json
+    --no-compile-baseline`."""
     command = [
         sys.executable,
         "-m",
@@ -202,6 +200,8 @@ def run_batch(
         "--out",
         str(out_dir),
         "--json",
+        # the suite measures torch.compile itself, with its own time budget
+        "--no-compile-baseline",
     ]
     env = dict(os.environ)
     env.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")  # see Suite.bench in gpu_suite.py
@@ -282,30 +282,6 @@ def entry_matches(entry: dict[str, Any], path: Path) -> bool:
     return any(n and (Path(n).name == path.name or Path(n).stem == path.stem) for n in names)
 
 
-COMPILED_REFERENCE_SUFFIX = """
-
-# --- STARK: this comparison's reference is the torch.compile'd model ---
-# (the name Model stays bound to the original class: KernelBench's super(Model, self) needs it)
-_stark_eager_init = Model.__init__
-
-
-def _stark_compiled_init(self, *args, **kwargs):
-    _stark_eager_init(self, *args, **kwargs)
-    self.forward = torch.compile(self.forward)
-
-
-Model.__init__ = _stark_compiled_init
-"""
-
-
-def compiled_reference_source(reference_src: str) -> str:
-    """A reference file whose `Model` runs its forward through torch.compile, so that
-    STARK's best kernel is timed against torch.compile in one interleaved evaluation (both
-    sides' median and IQR from the same run), not as a ratio of two separate speedups."""
-    compile_baseline_source(reference_src)  # the same checks: a top-level Model
-    return reference_src.rstrip() + "\n" + COMPILED_REFERENCE_SUFFIX
-
-
 @dataclass(slots=True)
 class Comparison:
     """One evaluation: a baseline (the reference side) against a candidate, both timed the
@@ -326,11 +302,14 @@ class Comparison:
     @property
     def beyond_noise(self) -> bool:
         """Faster, with the two sides' interquartile ranges apart: a win noise cannot make."""
-        if not self.correct or None in (self.baseline_ms, self.candidate_ms):
+        if not self.correct or self.baseline_ms is None or self.candidate_ms is None:
             return False
-        base_low = self.baseline_ms - (self.baseline_iqr_ms or 0.0) / 2  # type: ignore[operator]
-        cand_high = self.candidate_ms + (self.candidate_iqr_ms or 0.0) / 2  # type: ignore[operator]
-        return cand_high < base_low
+        return beyond_iqr(
+            self.baseline_ms,
+            self.baseline_iqr_ms or 0.0,
+            self.candidate_ms,
+            self.candidate_iqr_ms or 0.0,
+        )
 
     def text(self) -> str:
         if not self.correct or self.speedup is None:
@@ -385,13 +364,6 @@ class TaskRow:
             if isinstance(known.get(key), dict):
                 known[key] = Comparison.from_dict(known[key])
         return cls(**known)
-
-
-def geomean(values: list[float]) -> float | None:
-    positive = [v for v in values if v and v > 0]
-    if not positive:
-        return None
-    return math.exp(sum(math.log(v) for v in positive) / len(positive))
 
 
 def aggregate(rows: list[TaskRow]) -> dict[str, Any]:

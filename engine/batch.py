@@ -1,24 +1,33 @@
 """Batch runs: many references, one task directory each, one summary with the
 KernelBench metrics.
 
-Metrics (KernelBench's definitions):
+Every speedup here is the RE-MEASURED one (`TaskSummary.best_speedup`: a fresh
+interleaved evaluation of the task's best kernel after its search, engine.remeasure),
+never the search's maximum over noisy measurements (kept as `search_best_speedup`), and
+a copy of the reference (a `baseline` node) is never a task's best kernel.
+
+Metrics (KernelBench's definitions, on the re-measured figures):
 - fast_p: the fraction of *all* tasks whose best kernel is correct AND faster than
   the reference by more than p (speedup > p). fast_0 is therefore the correctness rate.
+- wins_beyond_iqr / fast_1_beyond_iqr: the tasks (count / fraction of all) whose win
+  over eager is beyond both sides' IQRs (median ± IQR/2 apart), a win noise cannot make;
 - mean_speedup / geomean_speedup: over the tasks with a correct kernel only;
 - geomean_speedup_all: over every task, counting a task without a correct kernel as
-  1.0 (you would keep the reference), which is what a user of the batch gets.
+  1.0 (you would keep the reference), which is what a user of the batch gets;
+- *_vs_compile: the same against torch.compile, over the tasks where it was measured;
+- search_geomean_speedup: the geomean of the search's own figures, for comparison.
 """
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.remeasure import Remeasured, geomean
 from engine.summary import TaskSummary
-from engine.taskdir import safe_name
+from engine.taskdir import plain_task_id
 
 FAST_P_THRESHOLDS: tuple[float, ...] = (0.0, 1.0, 1.5, 2.0)
 
@@ -29,12 +38,28 @@ class TaskOutcome:
     reference: str
     task_dir: str | None
     correct: bool
-    best_speedup: float | None
+    best_speedup: float | None  # re-measured vs eager (TaskSummary.best_speedup)
+    search_best_speedup: float | None = None
+    remeasured: Remeasured | None = None
     nodes: int = 0
     correct_nodes: int = 0
+    baseline_nodes: int = 0
     llm_calls: int = 0
+    agent_calls: int = 0
+    agent_fallback: str | None = None
     best_round: int | None = None
     error: str | None = None  # why the task did not run or failed
+
+    @property
+    def win_beyond_iqr(self) -> bool:
+        """Correct and faster than eager beyond both sides' IQRs."""
+        vs = self.remeasured.vs_eager if self.remeasured else None
+        return self.correct and vs is not None and vs.beyond_iqr and vs.speedup > 1.0
+
+    @property
+    def speedup_vs_compile(self) -> float | None:
+        vs = self.remeasured.vs_compile if self.remeasured else None
+        return vs.speedup if self.correct and vs is not None else None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,12 +85,14 @@ def expand_paths(paths: list[str]) -> list[Path]:
 
 
 def unique_task_ids(paths: list[Path]) -> list[str]:
-    """One task id per reference: its safe file stem, with `-2`, `-3`, ... for a stem seen
-    before (`a/relu.py` and `b/relu.py`), so events and trace files never mix two tasks."""
+    """One task id per reference: its file stem made safe with no hash suffix
+    (`plain_task_id`: `12_Matmul_with_diagonal_matrices_.py` ->
+    `12_Matmul_with_diagonal_matrices`), with `-2`, `-3`, ... for an id seen before
+    (`a/relu.py` and `b/relu.py`), so events and trace files never mix two tasks."""
     taken: set[str] = set()
     ids: list[str] = []
     for path in paths:
-        base = safe_name(path.stem)
+        base = plain_task_id(path.stem)
         candidate, n = base, 1
         while candidate in taken:
             n += 1
@@ -100,26 +127,42 @@ def fast_p(outcomes: list[TaskOutcome], p: float) -> float:
     return hits / len(outcomes)
 
 
-def _geomean(values: list[float]) -> float | None:
-    positive = [v for v in values if v > 0]
-    if not positive:
-        return None
-    return math.exp(sum(math.log(v) for v in positive) / len(positive))
-
-
 def summarize(outcomes: list[TaskOutcome]) -> dict[str, Any]:
     correct = [o.best_speedup for o in outcomes if o.correct and o.best_speedup is not None]
     everyone = [
         o.best_speedup if o.correct and o.best_speedup is not None else 1.0 for o in outcomes
     ]
+    vs_compile = [v for o in outcomes if (v := o.speedup_vs_compile) is not None]
+    compile_wins = [
+        o
+        for o in outcomes
+        if o.speedup_vs_compile is not None
+        and o.remeasured is not None
+        and o.remeasured.vs_compile is not None
+        and o.remeasured.vs_compile.beyond_iqr
+    ]
+    wins = sum(1 for o in outcomes if o.win_beyond_iqr)
+    searched = [
+        o.search_best_speedup for o in outcomes if o.correct and o.search_best_speedup is not None
+    ]
+    total = len(outcomes)
     metrics: dict[str, Any] = {
-        "tasks": len(outcomes),
+        "tasks": total,
         "correct_tasks": len(correct),
-        "correctness_rate": len(correct) / len(outcomes) if outcomes else 0.0,
+        "correctness_rate": len(correct) / total if outcomes else 0.0,
         "mean_speedup": sum(correct) / len(correct) if correct else None,
-        "geomean_speedup": _geomean(correct),
-        "geomean_speedup_all": _geomean(everyone),
+        "geomean_speedup": geomean(correct),
+        "geomean_speedup_all": geomean(everyone),
+        "wins_beyond_iqr": wins,
+        "fast_1_beyond_iqr": wins / total if outcomes else 0.0,
+        "compile_measured_tasks": len(vs_compile),
+        "geomean_speedup_vs_compile": geomean(vs_compile),
+        "fast_1_vs_compile": sum(1 for v in vs_compile if v > 1.0) / total if outcomes else 0.0,
+        "wins_beyond_iqr_vs_compile": len(compile_wins),
+        "search_geomean_speedup": geomean(searched),
+        "baseline_nodes": sum(o.baseline_nodes for o in outcomes),
         "llm_calls": sum(o.llm_calls for o in outcomes),
+        "agent_calls": sum(o.agent_calls for o in outcomes),
     }
     for p in FAST_P_THRESHOLDS:
         metrics[f"fast_{p:g}"] = fast_p(outcomes, p)
@@ -133,8 +176,13 @@ def outcome_from_summary(task: str, reference: str, summary: TaskSummary) -> Tas
         task_dir=summary.task_dir,
         correct=summary.correct,
         best_speedup=summary.best_speedup,
+        search_best_speedup=summary.search_best_speedup,
+        remeasured=summary.remeasured,
         nodes=summary.nodes,
         correct_nodes=summary.correct_nodes,
+        baseline_nodes=summary.baseline_nodes,
         llm_calls=summary.llm_calls,
+        agent_calls=summary.agent_calls,
+        agent_fallback=summary.agent_fallback,
         best_round=summary.best_round,
     )

@@ -25,6 +25,42 @@ class UsageError(Exception):
     """Bad input from the user: printed as one line, exit status 2."""
 
 
+def positive_tolerance(text: str) -> float:
+    """argparse type of --atol/--rtol: a finite number > 0 (argparse then exits 2 with
+    one line naming the flag)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+TOLERANCE_HELP = (
+    "correctness tolerance: an output element passes when |new - ref| <= atol + rtol * |ref| "
+    "(default by dtype: 1e-4 for fp32, 1e-2 for fp16/bf16)"
+)
+
+
+def add_tolerance_arguments(parser: argparse.ArgumentParser) -> None:
+    """--atol/--rtol, shared by `stark bench`, `stark optimize` and `stark batch`."""
+    parser.add_argument(
+        "--atol",
+        type=positive_tolerance,
+        default=None,
+        metavar="X",
+        help=f"absolute {TOLERANCE_HELP}",
+    )
+    parser.add_argument(
+        "--rtol",
+        type=positive_tolerance,
+        default=None,
+        metavar="X",
+        help=f"relative {TOLERANCE_HELP}",
+    )
+
+
 class _OneLineErrorParser(argparse.ArgumentParser):
     """argparse prints usage + error; a CLI used from editors wants one line."""
 

@@ -97,7 +97,9 @@ def _assemble(
                 continue
             seen.add(node.node_id)
             body.append(text)
-            items.append(history_item(node, with_code=with_code))
+            # The structured item always carries the code (it costs no prompt budget): the
+            # offline agent reads its header for what the node tried and what failed.
+            items.append(history_item(node, with_code=True))
             used += len(text) + 1
         if body:
             out.append(f"{title}\n" + "\n".join(body))

@@ -33,6 +33,7 @@ class NodeSnapshot:
     score: float = 0.0
     code_path: str = ""
     error: str | None = None
+    baseline: bool = False  # the code is the reference (or equivalent): never the best
 
 
 @dataclass(slots=True, kw_only=True)
@@ -90,6 +91,7 @@ class LLMCallFinished(Event):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     error: str | None = None
+    call_kind: str = "llm"  # llm: a real model; agent: the offline agent (no tokens)
 
 
 @dataclass(slots=True, kw_only=True)

@@ -8,7 +8,15 @@ node (`StarkTree.select_node`) and adds exactly one child:
 - a buggy node gets a debug prompt (error-log tail, siblings, leaders, plan hint).
 
 Scoring: a node's score is its measured speedup over the reference if it compiled
-and passed every correctness trial, else 0 (see `engine.tree.score_of`).
+and passed every correctness trial, else 0 (see `engine.tree.score_of`). A node whose
+code is the reference (or equivalent, `engine.equivalence`) is a `baseline` node: it
+may be expanded but is never the best kernel. The reference's forward time, measured by
+the first evaluation, is handed to later evaluations (`EvalConfig.reference_call_s`).
+
+After the last round the best kernel is measured again, interleaved against eager and
+(unless `compile_baseline` is off) against torch.compile (`engine.remeasure`): those
+fresh figures, with both sides' median and IQR, are the task's reported speedup; the
+search's own maximum stays in the summary as `search_best_speedup`.
 
 Failures never end the run: a malformed reply gets one repair attempt, then becomes
 a buggy node with the parse error recorded; an `AgentError` (a call that failed after
@@ -35,6 +43,7 @@ from engine.agents.base import Agent, AgentError, AgentReply, AgentRequest, Role
 from engine.bench import static_checks
 from engine.bench.config import EvalConfig
 from engine.bench.result import EvalResult
+from engine.equivalence import is_reference_copy
 from engine.events import (
     BestImproved,
     Event,
@@ -50,6 +59,7 @@ from engine.events import (
     TaskStarted,
 )
 from engine.parsing import CodeReply, ParseError, PlanReply, parse_code_reply, parse_plan_reply
+from engine.remeasure import Remeasured, remeasure
 from engine.summary import TaskSummary
 from engine.taskdir import TaskDir, UsageRow
 from engine.trace import ActionType, Trace
@@ -76,6 +86,10 @@ class SearchConfig:
     leaf_bias: float = 2.0
     leader_topk: int = 5
     n_child: int = 3
+    # stop debugging a failed code once this many nodes re-emitted it verbatim
+    max_reemits: int = 3
+    # re-measure the best kernel against torch.compile too (Inductor: slow to build on CPU)
+    compile_baseline: bool = True
     context_budget: int = ctx.DEFAULT_BUDGET_CHARS
     error_tail_chars: int = ctx.ERROR_TAIL_CHARS
     eval_config: EvalConfig = field(default_factory=lambda: EvalConfig(profile=True))
@@ -93,6 +107,7 @@ class SearchConfig:
             leaf_bias=self.leaf_bias,
             leader_topk=self.leader_topk,
             n_child=self.n_child,
+            max_reemits=self.max_reemits,
             seed=self.seed,
         )
 
@@ -120,6 +135,7 @@ def snapshot(node: StarkNode) -> NodeSnapshot:
         score=node.score,
         code_path=str(node.code_path) if node.code_path else "",
         error=node.error,
+        baseline=node.baseline,
     )
 
 
@@ -177,6 +193,7 @@ class StarkSearch:
         benchmarker: Any,
         events: EventSink | None = None,
         device: str = "auto",
+        agent_fallback: str | None = None,
     ) -> None:
         self.task = task
         self.reference_src = reference_src
@@ -189,10 +206,12 @@ class StarkSearch:
         self.benchmarker = benchmarker
         self.events = events
         self.device = device
+        self.agent_fallback = agent_fallback
         self.target = prompts.detect_target(device)
         self.tree = config.make_tree()
         self.next_round = 0
-        self.best_id: int | None = None
+        # seconds per reference forward, from the first evaluation that timed it
+        self.reference_call_s: float | None = None
         self.score_trace: list[list[float]] = []
         self.elapsed_s = 0.0
         self.finished = False
@@ -233,14 +252,20 @@ class StarkSearch:
             benchmarker=benchmarker,
             events=events,
             device=state.get("device", "auto"),
+            agent_fallback=state.get("agent_fallback"),
         )
         search.tree = StarkTree.from_dict(state["tree"])
         search.next_round = int(state["next_round"])
-        search.best_id = state.get("best_id")
+        search.reference_call_s = state.get("reference_call_s")
         search.score_trace = [list(p) for p in state.get("score_trace", [])]
         search.elapsed_s = float(state.get("elapsed_s", 0.0))
         search.finished = bool(state.get("finished")) and search.next_round >= config.rounds
         return search
+
+    @property
+    def best_id(self) -> int | None:
+        """The best kernel's node (the tree's rule: never a baseline, noise-aware)."""
+        return self.tree.best_id
 
     # --- events and bookkeeping -------------------------------------------------------------
 
@@ -286,11 +311,13 @@ class StarkSearch:
             "reference": self.reference_path,
             "agent": self.agent_kind,
             "agent_settings": self.agent_public,
+            "agent_fallback": self.agent_fallback,
             "model": self.model_label,
             "device": self.device,
             "config": self.config.to_dict(),
             "next_round": self.next_round,
             "best_id": self.best_id,
+            "reference_call_s": self.reference_call_s,
             "score_trace": self.score_trace,
             "elapsed_s": round(self._elapsed(), 3),
             "finished": self.finished,
@@ -533,7 +560,10 @@ class StarkSearch:
         except AgentError as exc:
             error = self.task.redact(str(exc))
             failed = AgentReply(
-                text=f"(no reply: {error})", model=model, latency_s=time.monotonic() - start
+                text=f"(no reply: {error})",
+                model=model,
+                latency_s=time.monotonic() - start,
+                kind=getattr(self.agent, "reply_kind", "llm"),
             )
             self._record_call(request, round_, role_label, action, failed, error)
             self.task.log(f"round {round_}: {role_label} call failed: {error}")
@@ -566,6 +596,7 @@ class StarkSearch:
                 reply.cost_usd,
                 error is None,
                 error,
+                reply.kind,
             )
         )
         self.trace.insert_designer_or_coder_record(
@@ -587,6 +618,7 @@ class StarkSearch:
                 prompt_tokens=reply.prompt_tokens,
                 completion_tokens=reply.completion_tokens,
                 error=error,
+                call_kind=reply.kind,
             )
         )
 
@@ -620,6 +652,9 @@ class StarkSearch:
     ) -> tuple[CodeReply | None, str]:
         action = "FIX_CODER" if request.role is Role.DEBUG else "DO_CODER"
         reply = self._call(request, round_, role_label, action)
+        if reply.refusal:  # the agent declined (e.g. nothing it knows fixes this failure)
+            self._check("CheckCoder", reply.text, round_, ok=False, refusal=reply.refusal)
+            return None, f"{role_label} agent could not fix: {reply.refusal}"
         try:
             code = parse_code_reply(reply.text)
         except ParseError as exc:
@@ -667,14 +702,25 @@ class StarkSearch:
         self.task.log(f"node {node.node_id}: {node.error}")
         return node
 
-    def _evaluate(self, code: str) -> EvalResult:
+    def eval_config(self) -> EvalConfig:
+        """The task's EvalConfig, told the reference's forward time once it is known, so
+        the worker can size its deadlines without timing the reference for that again."""
         cfg = self.config.eval_config
+        if self.reference_call_s is None:
+            return cfg
+        return replace(cfg, reference_call_s=self.reference_call_s)
+
+    def _evaluate(self, code: str) -> EvalResult:
+        cfg = self.eval_config()
         result = self.benchmarker.evaluate(self.reference_src, code, cfg)
         if result.stage == "harness":  # one retry: the fork server restarts on demand
             self.task.log(f"benchmarker harness error, retrying once: {result.error}")
             result = self.benchmarker.evaluate(self.reference_src, code, cfg)
             if result.stage == "harness":
                 raise SearchError(f"the benchmarker harness is broken: {result.error}")
+        if self.reference_call_s is None and result.ref_ms is not None:
+            self.reference_call_s = result.ref_ms.median / 1000.0
+            self.task.log(f"reference forward: {result.ref_ms} (reused by later evaluations)")
         return result
 
     def _benchmark(self, node: StarkNode, round_: int) -> StarkNode:
@@ -739,7 +785,12 @@ class StarkSearch:
     def _commit(self, node: StarkNode, round_: int) -> None:
         """Add the node, persist everything it changed (tree.json last), then announce it."""
         node.created_round = round_
+        node.baseline = bool(node.code) and is_reference_copy(node.code, self.reference_src)
+        previous_best = self.best_id
         self.tree.add_node(node)
+        if node.baseline:
+            self.task.log(f"node {node.node_id}: the reference itself (baseline), not a kernel")
+        self._note_reemits(node, round_)
         self.task.write_metrics(
             node.node_id,
             node.metrics,
@@ -754,13 +805,11 @@ class StarkSearch:
                 "code_path": str(node.code_path) if node.code_path else None,
                 "plan": node.plan,
                 "reused_from": node.reused_from,
+                "baseline": node.baseline,
             },
         )
-        improved = node.runnable and (
-            self.best_id is None or node.score > self.tree.nodes[self.best_id].score
-        )
+        improved = self.best_id != previous_best
         if improved:
-            self.best_id = node.node_id
             self.task.write_best(node.code)
         best_score = self.tree.nodes[self.best_id].score if self.best_id is not None else 0.0
         self.score_trace.append([round_, best_score])
@@ -801,7 +850,49 @@ class StarkSearch:
             )
         )
 
+    def _note_reemits(self, node: StarkNode, round_: int) -> None:
+        """Say so, once, when a failed code has been re-emitted often enough that the tree
+        stops debugging it (`StarkTree.given_up`)."""
+        twin = node.reused_from
+        if twin is None or not node.buggy:
+            return
+        if self.tree.reemits().get(twin) != self.tree.max_reemits:
+            return
+        reason = (
+            f"node {twin}'s failing code was re-emitted verbatim {self.tree.max_reemits} times "
+            f"(last by node {node.node_id}); it and its copies are no longer debugged"
+        )
+        self.task.log(f"round {round_}: {reason}")
+        self.trace.insert_conductor_record(
+            "AnalyzeError",
+            reason,
+            json.dumps({"gave_up": twin, "copies": self.tree.reemits()[twin]}, indent=2),
+            node_id=node.node_id,
+            round=round_,
+        )
+
     # --- finish -----------------------------------------------------------------------------
+
+    def _remeasure(self, best: StarkNode) -> Remeasured:
+        """Fresh interleaved figures for the best kernel; a failure is recorded, never fatal."""
+        self.task.log(
+            f"re-measuring node {best.node_id} against eager"
+            + (" and torch.compile" if self.config.compile_baseline else "")
+        )
+        try:
+            measured = remeasure(
+                self.benchmarker,
+                self.reference_src,
+                best.code,
+                self.eval_config(),
+                compile_baseline=self.config.compile_baseline,
+            )
+        except Exception as exc:  # noqa: BLE001 - the search's result stands without it
+            measured = Remeasured(error=self.task.redact(f"{type(exc).__name__}: {exc}"))
+        if measured.error:
+            measured.error = self.task.redact(measured.error)
+        self.task.log(f"re-measured node {best.node_id}: {measured.text() or '-'}")
+        return measured
 
     def _finish(self) -> TaskSummary:
         from engine.plotting import plot_score_curve
@@ -818,16 +909,23 @@ class StarkSearch:
                 )
             except Exception as exc:  # noqa: BLE001 - a plotting problem must not lose the run
                 self.task.log(f"could not draw the score curve: {exc}")
-        best = self.tree.nodes[self.best_id] if self.best_id is not None else None
+        best = self.tree.best()
+        remeasured = self._remeasure(best) if best is not None else None
         if best is not None:
             self.task.write_best(best.code)
         usage = self.task.read_usage()
+        llm_rows = [r for r in usage if _call_kind(r, self.agent_kind) == "llm"]
+        cfg = self.config.eval_config
         summary = TaskSummary(
             task_id=self.task.task_id,
             reference=self.reference_path,
             task_dir=str(self.task.root),
             finished=True,
-            best_speedup=best.score if best else None,
+            best_speedup=(
+                remeasured.vs_eager.speedup if remeasured and remeasured.vs_eager else None
+            ),
+            search_best_speedup=best.score if best else None,
+            remeasured=remeasured,
             best_node=best.node_id if best else None,
             best_round=best.created_round if best else None,
             best_kernel=str(self.task.best_kernel_path) if best else None,
@@ -835,17 +933,22 @@ class StarkSearch:
             nodes=len(self.tree.nodes),
             correct_nodes=sum(1 for n in self.tree.nodes.values() if n.runnable),
             buggy_nodes=sum(1 for n in self.tree.nodes.values() if n.buggy),
+            baseline_nodes=sum(1 for n in self.tree.nodes.values() if n.baseline),
             rounds=self.config.rounds,
             rounds_run=self.next_round,
-            llm_calls=len(usage),
-            failed_llm_calls=sum(1 for r in usage if r.get("ok") == "0"),
+            llm_calls=len(llm_rows),
+            agent_calls=len(usage) - len(llm_rows),
+            failed_llm_calls=sum(1 for r in llm_rows if r.get("ok") == "0"),
             prompt_tokens=sum(int(r["prompt_tokens"] or 0) for r in usage),
             completion_tokens=sum(int(r["completion_tokens"] or 0) for r in usage),
             cost_usd=_sum_cost(usage),
             agent=self.agent_kind,
+            agent_fallback=self.agent_fallback,
             model=self.model_label,
             device=self.target.device,
             seed=self.config.seed,
+            atol=cfg.atol,
+            rtol=cfg.rtol,
             score_trace=[list(point) for point in self.score_trace],
             figure=figure,
             wall_s=round(self._elapsed(), 3),
@@ -873,6 +976,14 @@ def repair_request(request: AgentRequest, reply_text: str, error: ParseError) ->
 
 def _sha256(code: str) -> str:
     return hashlib.sha256(code.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _call_kind(row: dict[str, str], agent_kind: str) -> str:
+    """A usage.csv row's kind; rows written before the column existed by the task's agent."""
+    kind = row.get("kind") or ""
+    if kind in ("llm", "agent"):
+        return kind
+    return "agent" if agent_kind == "offline" else "llm"
 
 
 def _sum_cost(usage: list[dict[str, str]]) -> float | None:

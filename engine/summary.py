@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from engine.remeasure import Remeasured
+
 
 @dataclass(slots=True)
 class TaskSummary:
@@ -19,6 +21,8 @@ class TaskSummary:
     reference: str
     task_dir: str
     finished: bool = True
+    # The best non-baseline kernel's speedup vs eager, RE-MEASURED after the search (one
+    # fresh interleaved evaluation); None without a correct kernel or when that failed.
     best_speedup: float | None = None
     best_node: int | None = None
     best_round: int | None = None
@@ -29,7 +33,7 @@ class TaskSummary:
     buggy_nodes: int = 0
     rounds: int = 0
     rounds_run: int = 0
-    llm_calls: int = 0
+    llm_calls: int = 0  # calls to a real model (offline-agent replies: agent_calls)
     failed_llm_calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -41,6 +45,16 @@ class TaskSummary:
     score_trace: list[list[float]] = field(default_factory=list)  # [round, best score so far]
     figure: str | None = None
     wall_s: float = 0.0
+    # --- added later; appended so the older keys keep their order ---
+    # The search's own figure for the best node: the maximum over noisy measurements.
+    search_best_speedup: float | None = None
+    # The fresh interleaved figures behind best_speedup (vs eager, vs torch.compile).
+    remeasured: Remeasured | None = None
+    baseline_nodes: int = 0  # nodes whose code is the reference (never the best kernel)
+    agent_calls: int = 0  # replies of the embedded offline agent (no model, no tokens)
+    agent_fallback: str | None = None  # why --agent auto chose the offline agent
+    atol: float | None = None  # correctness tolerances asked for; None: by dtype
+    rtol: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -55,4 +69,7 @@ class TaskSummary:
         if missing:
             raise ValueError(f"task summary lacks {', '.join(missing)}")
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        values = {k: v for k, v in data.items() if k in names}
+        if isinstance(values.get("remeasured"), dict):
+            values["remeasured"] = Remeasured.from_dict(values["remeasured"])
+        return cls(**values)

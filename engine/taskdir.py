@@ -7,7 +7,7 @@
       evaluation/llm_io/{seq:05d}_r{round:03d}_{role}_{prompt|reply|reasoning}.md
       figures/score_curve.png
       trace/                    the Trace module's records
-      usage.csv                 one row per LLM call
+      usage.csv                 one row per agent call (`kind`: llm, or agent for offline)
       tree.json                 the search state, replaced atomically after every node
       best_kernel.py, summary.json, search.log
 
@@ -21,6 +21,7 @@ import csv
 import io
 import json
 import os
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +29,7 @@ from typing import Any
 
 from engine.bench.result import EvalResult
 from engine.summary import TaskSummary
-from engine.trace.sanitize import REDACTED, redact, sanitize_name
+from engine.trace.sanitize import MAX_NAME_LEN, REDACTED, redact, sanitize_name
 from engine.trace.writer import atomic_write_text
 
 STATE_FILE = "tree.json"
@@ -44,6 +45,7 @@ USAGE_FIELDS = (
     "cost_usd",
     "ok",
     "error",
+    "kind",
 )
 
 
@@ -51,6 +53,17 @@ def safe_name(text: str) -> str:
     """A file-name-safe id (no separators, no traversal); the trace's rule, so task ids
     match the trace's file names."""
     return sanitize_name(text)
+
+
+def plain_task_id(stem: str, max_len: int = MAX_NAME_LEN - 4) -> str:
+    """A task id from a file stem with no hash suffix: unsafe characters become `_`,
+    leading/trailing `_`/`-` go (`12_Matmul_with_diagonal_matrices_` ->
+    `12_Matmul_with_diagonal_matrices`). The result is already safe, so `safe_name` keeps
+    it as it is; two stems that clean to the same id are told apart by the caller
+    (`-2`, `-3`: `engine.batch.unique_task_ids`), `max_len` leaves room for that."""
+    cleaned = re.sub(r"_{2,}", "_", re.sub(r"[^A-Za-z0-9_-]+", "_", stem)).strip("_-")
+    cleaned = cleaned[:max_len].rstrip("_-")
+    return cleaned or "task"
 
 
 class Redactor:
@@ -83,6 +96,7 @@ class UsageRow:
     cost_usd: float | None
     ok: bool = True
     error: str | None = None
+    kind: str = "llm"  # llm: a real model; agent: the embedded offline agent
 
 
 class TaskDir:
@@ -147,6 +161,24 @@ class TaskDir:
             atomic_write_text(self.reference_path, reference_src)
         if not self.usage_csv.exists():
             atomic_write_text(self.usage_csv, ",".join(USAGE_FIELDS) + "\n")
+        else:
+            self._upgrade_usage()
+
+    def _upgrade_usage(self) -> None:
+        """A usage.csv of an older run (fewer columns) gets today's header, its rows padded
+        with empty cells, so a resumed run appends rows that line up."""
+        with self.usage_csv.open(encoding="utf-8", newline="") as fh:
+            rows = list(csv.reader(fh))
+        if not rows or tuple(rows[0]) == USAGE_FIELDS:
+            return
+        header = rows[0]
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(USAGE_FIELDS)
+        for row in rows[1:]:
+            cells = dict(zip(header, row, strict=False))
+            writer.writerow([cells.get(name, "") for name in USAGE_FIELDS])
+        atomic_write_text(self.usage_csv, buffer.getvalue())
 
     # --- artefacts ---------------------------------------------------------------------------
 
@@ -201,6 +233,7 @@ class TaskDir:
                 "" if row.cost_usd is None else f"{row.cost_usd:.6f}",
                 int(row.ok),
                 self.redact(row.error or ""),
+                row.kind,
             ]
         )
         with self.usage_csv.open("a", encoding="utf-8", newline="") as fh:

@@ -31,6 +31,18 @@ def score_of(result: EvalResult | None) -> float:
     return float(result.speedup)
 
 
+def relative_iqr(result: EvalResult | None) -> float:
+    """Both sides' IQR/median added: how far apart two speedups of this verdict's quality
+    must be before the difference says more than the noise does."""
+    if result is None:
+        return 0.0
+    total = 0.0
+    for side in (result.ref_ms, result.new_ms):
+        if side is not None and side.median > 0:
+            total += side.iqr / side.median
+    return total
+
+
 @dataclass(slots=True)
 class StarkNode:
     """One candidate kernel and everything needed to reuse its history in prompts."""
@@ -52,6 +64,9 @@ class StarkNode:
     error: str | None = None
     # A byte-identical earlier node whose verdict this node reuses (not benchmarked again).
     reused_from: int | None = None
+    # The code is the reference (or equivalent to it, engine.equivalence): it may be
+    # expanded, but it is never the best kernel and never counts as a win.
+    baseline: bool = False
 
     def __post_init__(self) -> None:
         if self.phase not in PHASES:
@@ -72,6 +87,11 @@ class StarkNode:
         return self.metrics.speedup if self.runnable and self.metrics else None
 
     @property
+    def noisy(self) -> bool:
+        """The benchmarker flagged either side's timing as too spread to trust closely."""
+        return self.metrics is not None and "noisy" in self.metrics.flags
+
+    @property
     def plan(self) -> dict[str, Any] | None:
         if not self.plan_json:
             return None
@@ -90,6 +110,8 @@ class StarkNode:
         parent = "-" if self.parent_id is None else str(self.parent_id)
         if self.runnable:
             verdict = f"correct, speedup {self.score:.2f}x"
+            if self.baseline:
+                verdict += " (a copy of the reference: the baseline, not a kernel)"
         else:
             verdict = f"FAILED: {self.error or 'unknown error'}"
         title = self.plan_title()
@@ -115,6 +137,7 @@ class StarkNode:
             "children": list(self.children),
             "error": self.error,
             "reused_from": self.reused_from,
+            "baseline": self.baseline,
         }
 
     @classmethod
@@ -135,6 +158,7 @@ class StarkNode:
             children=[int(c) for c in data.get("children", [])],
             error=data.get("error"),
             reused_from=data.get("reused_from"),
+            baseline=bool(data.get("baseline", False)),
         )
 
 
@@ -167,7 +191,13 @@ class StarkTree:
     - explore (probability `epsilon`): sample an expandable leaf, runnable leaves
       weighted `leaf_bias` against 1 for buggy ones; the whole pool when no leaf is left;
     - exploit: the best leader (top-`leader_topk` runnable nodes by score) that passes
-      the filter, else the pool's best-scoring node.
+      the filter, else the pool's best-scoring node;
+    - give up: once `max_reemits` nodes have re-emitted a failed node's exact code (the
+      debug agent keeps sending the same broken kernel), that code is not debugged again.
+
+    The best node (`best()`) is tracked apart from the leaders: never a baseline node
+    (a copy of the reference), and a noisy verdict replaces the best only when it beats it
+    by more than its own relative IQR.
     """
 
     def __init__(
@@ -178,12 +208,13 @@ class StarkTree:
         leaf_bias: float = 2.0,
         leader_topk: int = 5,
         n_child: int = 3,
+        max_reemits: int = 3,
         seed: int = 0,
     ) -> None:
         if not 0.0 <= epsilon <= 1.0:
             raise ValueError(f"epsilon must be within [0, 1], not {epsilon}")
-        if root_limit < 1 or leader_topk < 1 or n_child < 1:
-            raise ValueError("root_limit, leader_topk and n_child must be >= 1")
+        if root_limit < 1 or leader_topk < 1 or n_child < 1 or max_reemits < 1:
+            raise ValueError("root_limit, leader_topk, n_child and max_reemits must be >= 1")
         if leaf_bias <= 0:
             raise ValueError(f"leaf_bias must be positive, not {leaf_bias}")
         self.nodes: dict[int, StarkNode] = {}
@@ -194,7 +225,9 @@ class StarkTree:
         self.leaf_bias = leaf_bias
         self.leader_topk = leader_topk
         self.n_child = n_child
+        self.max_reemits = max_reemits
         self.leader_ids: list[int] = []
+        self.best_id: int | None = None
         self.rng = random.Random(seed)
 
     # --- structure ---------------------------------------------------------------------------
@@ -218,7 +251,24 @@ class StarkTree:
         if node.parent_id is not None:
             self.nodes[node.parent_id].children.append(node.node_id)
         self._update_leaders(node)
+        if self.beats_best(node):
+            self.best_id = node.node_id
         return node
+
+    def beats_best(self, node: StarkNode) -> bool:
+        """Whether `node` should become the best: runnable, not a baseline, a higher score,
+        and, for a noisy verdict, higher by more than its relative IQR (so noise alone
+        cannot crown it)."""
+        if not node.runnable or node.baseline:
+            return False
+        if self.best_id is None:
+            return True
+        incumbent = self.nodes[self.best_id]
+        if node.score <= incumbent.score:
+            return False
+        if node.noisy and incumbent.score > 0:
+            return node.score / incumbent.score - 1.0 > relative_iqr(node.metrics)
+        return True
 
     def _update_leaders(self, node: StarkNode) -> None:
         """Keep `leader_ids` as the top-k runnable nodes, best first (ties: older first)."""
@@ -252,8 +302,24 @@ class StarkTree:
         return [self.nodes[i] for i in self.leader_ids]
 
     def best(self) -> StarkNode | None:
-        """The best runnable node (highest score, oldest on ties)."""
-        return self.nodes[self.leader_ids[0]] if self.leader_ids else None
+        """The best kernel: the highest-scoring runnable non-baseline node (oldest on ties),
+        a noisy newcomer only on a margin beyond its noise (`beats_best`)."""
+        return None if self.best_id is None else self.nodes[self.best_id]
+
+    def reemits(self) -> dict[int, int]:
+        """For each failed node whose exact code later nodes re-emitted: how many did."""
+        counts: dict[int, int] = {}
+        for node in self.nodes.values():
+            if node.reused_from is not None and node.buggy:
+                counts[node.reused_from] = counts.get(node.reused_from, 0) + 1
+        return counts
+
+    def given_up(self) -> set[int]:
+        """Nodes no longer debugged: a failed code re-emitted `max_reemits` times, with
+        every copy of it."""
+        dead = {t for t, n in self.reemits().items() if n >= self.max_reemits}
+        copies = {n.node_id for n in self.nodes.values() if n.reused_from in dead}
+        return dead | copies
 
     # --- selection ---------------------------------------------------------------------------
 
@@ -261,9 +327,11 @@ class StarkTree:
         kids = self.children_of(node)
         return len(kids) >= self.n_child and all(k.buggy for k in kids)
 
-    def _candidate_filter(self, node: StarkNode) -> bool:
+    def _candidate_filter(self, node: StarkNode, given_up: set[int] | None = None) -> bool:
         """Whether a node may be expanded now."""
         if node.node_id == self.root_id and len(node.children) >= self.root_limit:
+            return False
+        if node.node_id in (self.given_up() if given_up is None else given_up):
             return False
         return not self.is_pruned(node)
 
@@ -272,7 +340,8 @@ class StarkTree:
         return [n for n in nodes if not n.children]
 
     def pool(self) -> list[StarkNode]:
-        return [n for n in self.nodes.values() if self._candidate_filter(n)]
+        given_up = self.given_up()
+        return [n for n in self.nodes.values() if self._candidate_filter(n, given_up)]
 
     def select_node(self) -> Selection | None:
         """Choose the node to expand next; None when every node is throttled or pruned.
@@ -288,7 +357,8 @@ class StarkTree:
             weights = [self.leaf_bias if n.runnable else 1.0 for n in choices]
             node = self.rng.choices(choices, weights=weights, k=1)[0]
             return Selection(node, "explore", source, [n.node_id for n in choices])
-        leaders = [n for n in self.leaders() if self._candidate_filter(n)]
+        allowed = {n.node_id for n in pool}
+        leaders = [n for n in self.leaders() if n.node_id in allowed]
         if leaders:
             return Selection(leaders[0], "exploit", "leaders", [n.node_id for n in leaders])
         best = max(pool, key=lambda n: (n.score, -n.node_id))
@@ -303,6 +373,7 @@ class StarkTree:
             "leaf_bias": self.leaf_bias,
             "leader_topk": self.leader_topk,
             "n_child": self.n_child,
+            "max_reemits": self.max_reemits,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -312,6 +383,7 @@ class StarkTree:
             "root_id": self.root_id,
             "next_id": self.next_id,
             "leader_ids": list(self.leader_ids),
+            "best_id": self.best_id,
             "rng_state": [version, list(internal), gauss],
             "nodes": [self.nodes[i].to_dict() for i in sorted(self.nodes)],
         }
@@ -324,6 +396,7 @@ class StarkTree:
             leaf_bias=float(data["leaf_bias"]),
             leader_topk=int(data["leader_topk"]),
             n_child=int(data["n_child"]),
+            max_reemits=int(data.get("max_reemits", 3)),
         )
         for raw in data.get("nodes", []):
             node = StarkNode.from_dict(raw)
@@ -331,6 +404,12 @@ class StarkTree:
         tree.root_id = data.get("root_id")
         tree.next_id = int(data.get("next_id", len(tree.nodes)))
         tree.leader_ids = [int(i) for i in data.get("leader_ids", [])]
+        if "best_id" in data:
+            tree.best_id = data["best_id"]
+        else:  # a tree saved before the best was tracked: replay the rule in node order
+            for node_id in sorted(tree.nodes):
+                if tree.beats_best(tree.nodes[node_id]):
+                    tree.best_id = node_id
         version, internal, gauss = data["rng_state"]
         tree.rng.setstate((version, tuple(internal), gauss))
         return tree

@@ -21,12 +21,14 @@ def _wanted(kind: str, only: list[str] | None) -> bool:
     return not only or any(kind == o or kind.startswith(o + ".") for o in only)
 
 
-def code_actions(ls: StarkLanguageServer, params: types.CodeActionParams) -> list[types.CodeAction]:
+async def code_actions(
+    ls: StarkLanguageServer, params: types.CodeActionParams
+) -> list[types.CodeAction]:
     uri = params.text_document.uri
     if not uri.startswith("file:"):
         return []
     try:
-        analysis = ls.analysis(uri)
+        analysis = await ls.analysis(uri)
         path = uri_to_path(uri)
     except UserError:
         return []
@@ -130,7 +132,7 @@ def register(server: StarkLanguageServer) -> None:
             resolve_provider=False,
         ),
     )
-    def on_code_action(
+    async def on_code_action(
         ls: StarkLanguageServer, params: types.CodeActionParams
     ) -> list[types.CodeAction]:
-        return code_actions(ls, params)
+        return await code_actions(ls, params)

@@ -77,9 +77,11 @@ def _task_file(server: StarkLanguageServer, uri: Any) -> tuple[str, Path]:
     return uri, path
 
 
-def _reference_of(server: StarkLanguageServer, uri: str, path: Path) -> tuple[Path, Path | None]:
+async def _reference_of(
+    server: StarkLanguageServer, uri: str, path: Path
+) -> tuple[Path, Path | None]:
     """(reference, kernel) for a document that must be a task."""
-    analysis = server.analysis(uri)
+    analysis = await server.analysis(uri)
     info = analysis.info
     if info.syntax_error is not None and info.kind is not DocumentKind.OTHER:
         raise UserError(
@@ -128,7 +130,7 @@ async def optimize(server: StarkLanguageServer, *arguments: Any) -> dict[str, An
         },
     )
     uri, path = _task_file(server, args["uri"])
-    reference, _ = _reference_of(server, uri, path)
+    reference, _ = await _reference_of(server, uri, path)
     job = await start_optimize(server, uri, reference, args)
     return {"jobId": job.id, "state": str(job.state)}
 
@@ -231,7 +233,7 @@ async def start_verify(
 async def verify(server: StarkLanguageServer, *arguments: Any) -> dict[str, Any]:
     args = parse_args(VERIFY, arguments, {"uri": (str, True)})
     uri, path = _task_file(server, args["uri"])
-    reference, kernel = _reference_of(server, uri, path)
+    reference, kernel = await _reference_of(server, uri, path)
     job = await start_verify(server, uri, reference, *_verification_target(reference, kernel))
     return {"jobId": job.id, "state": str(job.state)}
 
@@ -251,7 +253,7 @@ async def debug(server: StarkLanguageServer, *arguments: Any) -> dict[str, Any]:
         DEBUG, arguments, {"uri": (str, True), "agent": (str, False), "model": (str, False)}
     )
     uri, path = _task_file(server, args["uri"])
-    reference, kernel = _reference_of(server, uri, path)
+    reference, kernel = await _reference_of(server, uri, path)
     if kernel is None:
         raise UserError(
             f"{DEBUG} needs a kernel (a file with `class ModelNew`); {path.name} is a reference"
@@ -378,7 +380,7 @@ async def jobs(server: StarkLanguageServer, *arguments: Any) -> dict[str, Any]:
 async def watch(server: StarkLanguageServer, *arguments: Any) -> dict[str, Any]:
     args = parse_args(WATCH, arguments, {"uri": (str, True)})
     uri, path = _task_file(server, args["uri"])
-    _reference_of(server, uri, path)  # only tasks are watched
+    await _reference_of(server, uri, path)  # only tasks are watched
     server.watcher.watch(path)
     await server.watcher.ready()  # answer with the glob-matched files too
     return {"watching": [path_to_uri(p) for p in server.watcher.watched()]}
@@ -404,6 +406,11 @@ async def server_info(server: StarkLanguageServer, *arguments: Any) -> dict[str,
         "torchLoaded": "torch" in sys.modules,
         "settings": {k: v for k, v in server.settings.redacted().items() if k != "engine_command"},
         "watching": [path_to_uri(p) for p in server.watcher.watched()],
+        "analysis": {
+            "inFlight": server.documents.in_flight(),
+            "staleDropped": server.documents.stale_dropped,
+            "workerRuns": server.documents.worker.runs,
+        },
     }
 
 
@@ -412,7 +419,7 @@ async def rerun_for_disk_change(server: StarkLanguageServer, path: Path) -> Job 
     uri = server.open_uri_for(path) or path_to_uri(path)
     server.forget(uri)
     server.publish(uri)
-    reference, kernel = _reference_of(server, uri, path)
+    reference, kernel = await _reference_of(server, uri, path)
     if server.settings.auto_run and kernel is None:
         return await start_optimize(server, uri, reference, {}, origin="watch")
     return await start_verify(

@@ -71,10 +71,9 @@ def _reference_checks(info: DocumentInfo, lines: list[str]) -> list[types.Diagno
         _range(model.line, model.name_start, model.name_end) if model else _line_range(lines, 0)
     )
     if model is None:
-        first = next(iter(info.functions.values()))
         out.append(
             _diag(
-                _line_range(lines, first.lineno - 1),
+                _line_range(lines, info.first_function_line or 0),
                 "reference has no top-level `class Model(nn.Module)`",
                 "missing-model",
             )
@@ -101,13 +100,10 @@ def _reference_checks(info: DocumentInfo, lines: list[str]) -> list[types.Diagno
                 _diag(anchor, f"reference has no top-level `{name}()`: {why}", f"missing-{name}")
             )
             continue
-        args = func.args
-        required = len(args.posonlyargs) + len(args.args) - len(args.defaults)
-        required += sum(1 for d in args.kw_defaults if d is None)
-        if required > 0:
+        if func.required_args > 0:
             out.append(
                 _diag(
-                    _line_range(lines, func.lineno - 1),
+                    _line_range(lines, func.line),
                     f"`{name}()` must be callable without arguments",
                     f"bad-{name}",
                 )
@@ -136,9 +132,7 @@ def static_diagnostics(
             )
         )
         return out
-    looks_like_reference = info.model is not None or bool(
-        {"get_inputs", "get_init_inputs"} & set(info.functions)
-    )
+    looks_like_reference = info.model is not None or bool(info.functions)
     if info.kind is DocumentKind.REFERENCE or (
         info.kind is DocumentKind.OTHER and looks_like_reference
     ):

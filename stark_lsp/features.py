@@ -1,5 +1,6 @@
 """Lifecycle and document features: settings on initialize/initialized/
-didChangeConfiguration, static diagnostics on open/change/save, progress
+didChangeConfiguration, static diagnostics on open/save and, debounced, on change
+(analysis of large documents runs off the loop: stark_lsp.analysis), progress
 cancellation, and a clean stop of every job on shutdown."""
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def register(server: StarkLanguageServer) -> None:
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def on_change(ls: StarkLanguageServer, params: types.DidChangeTextDocumentParams) -> None:
-        ls.publish(params.text_document.uri)
+        ls.publish_soon(params.text_document.uri)
 
     @server.feature(types.TEXT_DOCUMENT_DID_SAVE)
     def on_save(ls: StarkLanguageServer, params: types.DidSaveTextDocumentParams) -> None:
@@ -59,6 +60,7 @@ def register(server: StarkLanguageServer) -> None:
     @server.feature(types.SHUTDOWN)
     async def on_shutdown(ls: StarkLanguageServer, *args: object) -> None:
         ls.watcher.stop()
+        await ls.documents.aclose()
         await ls.jobs.shutdown()
 
 

@@ -53,11 +53,11 @@ def _on_class(cls: ClassInfo | None, position: types.Position) -> bool:
     return cls is not None and position.line == cls.line
 
 
-def hover(ls: StarkLanguageServer, uri: str, position: types.Position) -> types.Hover | None:
+async def hover(ls: StarkLanguageServer, uri: str, position: types.Position) -> types.Hover | None:
     if not uri.startswith("file:"):
         return None
     try:
-        info = ls.analysis(uri).info
+        info = (await ls.analysis(uri)).info
         path = uri_to_path(uri)
     except UserError:
         return None
@@ -92,5 +92,5 @@ def hover(ls: StarkLanguageServer, uri: str, position: types.Position) -> types.
 
 def register(server: StarkLanguageServer) -> None:
     @server.feature(types.TEXT_DOCUMENT_HOVER)
-    def on_hover(ls: StarkLanguageServer, params: types.HoverParams) -> types.Hover | None:
-        return hover(ls, params.text_document.uri, params.position)
+    async def on_hover(ls: StarkLanguageServer, params: types.HoverParams) -> types.Hover | None:
+        return await hover(ls, params.text_document.uri, params.position)

@@ -1,8 +1,8 @@
 """Code lenses on `class Model` (Optimize / running round 3/10 — cancel /
 best 1.84x — apply, or a plain "best 0.91x (no faster kernel found)" when the best
 kernel does not beat the reference) and `class ModelNew` (verify, fix, last
-verdict). They are computed from cached analysis and job state only: no I/O, no
-waiting."""
+verdict). They are computed from the document's analysis (cached; a large
+document's comes from the worker process) and job state: no I/O."""
 
 from __future__ import annotations
 
@@ -105,11 +105,11 @@ def kernel_lenses(
     return lenses
 
 
-def code_lenses(ls: StarkLanguageServer, uri: str) -> list[types.CodeLens]:
+async def code_lenses(ls: StarkLanguageServer, uri: str) -> list[types.CodeLens]:
     if not uri.startswith("file:"):
         return []
     try:
-        analysis = ls.analysis(uri)
+        analysis = await ls.analysis(uri)
         path = uri_to_path(uri)
     except UserError:
         return []
@@ -127,5 +127,7 @@ def code_lenses(ls: StarkLanguageServer, uri: str) -> list[types.CodeLens]:
 
 def register(server: StarkLanguageServer) -> None:
     @server.feature(types.TEXT_DOCUMENT_CODE_LENS, types.CodeLensOptions(resolve_provider=False))
-    def on_code_lens(ls: StarkLanguageServer, params: types.CodeLensParams) -> list[types.CodeLens]:
-        return code_lenses(ls, params.text_document.uri)
+    async def on_code_lens(
+        ls: StarkLanguageServer, params: types.CodeLensParams
+    ) -> list[types.CodeLens]:
+        return await code_lenses(ls, params.text_document.uri)

@@ -5,6 +5,7 @@ The server process never imports torch."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
@@ -19,16 +20,26 @@ from pygls.uris import from_fs_path, to_fs_path
 
 from engine.bench.result import EvalResult
 from stark_lsp import __version__, config, diagnostics, notifications
+from stark_lsp.analysis import (
+    Analysis,
+    DocumentAnalyses,
+    Snapshot,
+    Superseded,
+    WorkerFailed,
+    disk_key,
+    verdict_diagnostics_of,
+)
 from stark_lsp.background import BackgroundTasks
 from stark_lsp.diagnostics import RelatedFile
 from stark_lsp.jobs import Job, JobKind, JobManager, JobState
 from stark_lsp.progress import ProgressTracker
-from stark_lsp.tasks import DocumentInfo, DocumentKind, ReferenceLookup, analyze, find_reference
+from stark_lsp.tasks import DocumentKind
 from stark_lsp.watch import WatchManager
 
 log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ANALYSIS_DEBOUNCE_S = 0.15  # didChange: analyse and publish once typing pauses
 
 
 class UserError(Exception):
@@ -44,13 +55,6 @@ class Verdict:
     node_id: int | None
     files: list[RelatedFile] = field(default_factory=list)
     reference: Path | None = None
-
-
-@dataclass(slots=True)
-class Analysis:
-    text_hash: str
-    info: DocumentInfo
-    lookup: ReferenceLookup | None
 
 
 def uri_to_path(uri: Any) -> Path:
@@ -80,7 +84,10 @@ class StarkLanguageServer(LanguageServer):
         self.jobs = JobManager(self.settings.max_concurrent_jobs, self._on_job_update)
         self.progress = ProgressTracker(self, self._cancel_from_progress)
         self.verdicts: dict[Path, Verdict] = {}
-        self._analyses: dict[str, Analysis] = {}
+        self.documents = DocumentAnalyses(self.snapshot)
+        self._open_generation: dict[str, int] = {}  # bumped on close/forget: new keys
+        self._publish_generation: dict[str, int] = {}  # the newest publish of a URI wins
+        self._publish_timers: dict[str, asyncio.TimerHandle] = {}
         self.watcher = WatchManager(self)
 
     # -- documents ----------------------------------------------------------------
@@ -103,41 +110,118 @@ class StarkLanguageServer(LanguageServer):
         except OSError as exc:
             raise UserError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
-    def analysis(self, uri: str, text: str | None = None) -> Analysis:
-        """Cached per text hash, so lenses/hover/actions stay in the microseconds."""
-        text = self.text_of(uri) if text is None else text
-        digest = hashlib.blake2b(text.encode("utf-8", errors="replace"), digest_size=16).hexdigest()
-        cached = self._analyses.get(uri)
-        if cached is not None and cached.text_hash == digest:
-            return cached
-        info = analyze(text)
-        lookup = None
-        if info.kind is DocumentKind.KERNEL and uri.startswith("file:"):
-            lookup = find_reference(uri_to_path(uri), info)
-        cached = Analysis(digest, info, lookup)
-        self._analyses[uri] = cached
-        return cached
+    def snapshot(self, uri: str) -> Snapshot:
+        """The document's text now, keyed by its version when it is open (hashing 5 MB
+        on every request would cost milliseconds), by a digest when read from disk."""
+        path = uri_to_path(uri) if uri.startswith("file:") else None
+        if uri in self.workspace.text_documents:
+            document = self.workspace.get_text_document(uri)
+            text = document.source
+            if document.version is not None:
+                key = ("open", self._open_generation.get(uri, 0), document.version)
+                return Snapshot(text, key, document.version, path)
+            return Snapshot(text, disk_key(text), None, path)
+        text = self.text_of(uri)
+        return Snapshot(text, disk_key(text), None, path)
+
+    async def analysis(self, uri: str) -> Analysis:
+        """The analysis of the document's current text. Cheap, cached or small texts
+        are answered at once; large ones come from the worker process while the loop
+        keeps serving (stark_lsp.analysis)."""
+        return await self.documents.current(uri)
 
     def forget(self, uri: str) -> None:
-        self._analyses.pop(uri, None)
+        """The document closed, or changed on disk: its next analysis starts afresh
+        (a result still on its way for the old text will be dropped as stale)."""
+        self._open_generation[uri] = self._open_generation.get(uri, 0) + 1
+        self.documents.forget(uri)
+        timer = self._publish_timers.pop(uri, None)
+        if timer is not None:
+            timer.cancel()
+
+    def publish_soon(self, uri: str) -> None:
+        """Publish once edits pause (ANALYSIS_DEBOUNCE_S): a burst of didChange costs
+        one analysis, not one per keystroke."""
+        timer = self._publish_timers.pop(uri, None)
+        if timer is not None:
+            timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._publish_timers[uri] = loop.call_later(ANALYSIS_DEBOUNCE_S, self.publish, uri)
 
     def publish(self, uri: str) -> None:
-        """Static diagnostics of the current text plus the last verdict's, for one URI."""
+        """Static diagnostics of the current text plus the last verdict's, for one URI.
+        Sent at once when that costs the loop nothing; otherwise computed off the loop
+        and sent only if the text is still the same and no newer publish was asked for."""
+        timer = self._publish_timers.pop(uri, None)
+        if timer is not None:
+            timer.cancel()
+        generation = self._publish_generation.get(uri, 0) + 1
+        self._publish_generation[uri] = generation
         try:
-            text = self.text_of(uri)
+            snapshot = self.snapshot(uri)
         except UserError:
             return
-        analysis = self.analysis(uri, text)
-        found = diagnostics.static_diagnostics(text, analysis.info, analysis.lookup)
-        if uri.startswith("file:"):
-            verdict = self.verdicts.get(uri_to_path(uri))
-            if verdict is not None and analysis.info.kind is DocumentKind.KERNEL:
-                data = {"jobId": verdict.job_id, "nodeId": verdict.node_id, "uri": uri}
+        analysis = self.documents.ready(uri, snapshot)
+        verdict = self._verdict_for(uri, analysis)
+        if analysis is not None and (verdict is None or analysis.info.tree is not None):
+            found = list(analysis.static)
+            if verdict is not None:
                 found += diagnostics.verdict_diagnostics(
-                    text, analysis.info, verdict.result, data, verdict.files
+                    snapshot.text,
+                    analysis.info,
+                    verdict.result,
+                    self._verdict_data(uri, verdict),
+                    verdict.files,
                 )
+            self._send_diagnostics(uri, snapshot.version, found)
+            return
+        self.background.spawn(self._publish_later(uri, generation), f"diagnostics of {uri}")
+
+    async def _publish_later(self, uri: str, generation: int) -> None:
+        analysis = await self.documents.current(uri)
+        snapshot = self.snapshot(uri)
+        if snapshot.key != analysis.key and analysis.key[0] != "disk":
+            return  # stale: the edit that made it so has its own publish coming
+        found = list(analysis.static)
+        verdict = self._verdict_for(uri, analysis)
+        if verdict is not None:
+            try:
+                found += await self.documents.worker.run(
+                    len(snapshot.text),
+                    lambda: self.documents.is_current(uri, analysis.key),
+                    verdict_diagnostics_of,
+                    snapshot.text,
+                    verdict.result,
+                    self._verdict_data(uri, verdict),
+                    verdict.files,
+                )
+            except Superseded:
+                return
+            except WorkerFailed as exc:
+                log.warning("verdict diagnostics of %s: %s", uri, exc)
+        if self._publish_generation.get(uri) != generation or not self.documents.is_current(
+            uri, analysis.key
+        ):
+            self.documents.stale_dropped += 1
+            return
+        self._send_diagnostics(uri, snapshot.version, found)
+
+    def _verdict_for(self, uri: str, analysis: Analysis | None) -> Verdict | None:
+        if not uri.startswith("file:"):
+            return None
+        if analysis is not None and analysis.info.kind is not DocumentKind.KERNEL:
+            return None
+        return self.verdicts.get(uri_to_path(uri))
+
+    @staticmethod
+    def _verdict_data(uri: str, verdict: Verdict) -> dict[str, Any]:
+        return {"jobId": verdict.job_id, "nodeId": verdict.node_id, "uri": uri}
+
+    def _send_diagnostics(
+        self, uri: str, version: int | None, found: list[types.Diagnostic]
+    ) -> None:
         self.text_document_publish_diagnostics(
-            types.PublishDiagnosticsParams(uri=uri, diagnostics=found)
+            types.PublishDiagnosticsParams(uri=uri, diagnostics=found, version=version)
         )
 
     def publish_path(self, path: Path, only_if_open: bool = False) -> None:

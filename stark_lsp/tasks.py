@@ -21,6 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 
 REFERENCE_COMMENT = re.compile(r"#\s*stark:\s*reference\s*=\s*(?P<path>\S+)")
+ENTRY_POINTS = ("get_inputs", "get_init_inputs")
 
 
 class DocumentKind(StrEnum):
@@ -43,6 +44,16 @@ class ClassInfo:
     forward_col: int = 0
 
 
+@dataclass(slots=True, frozen=True)
+class FunctionInfo:
+    """A top-level entry point (`get_inputs`, `get_init_inputs`): where it is and how
+    many arguments it requires. Small on purpose: analyses travel between processes."""
+
+    name: str
+    line: int  # 0-based line of `def`
+    required_args: int
+
+
 @dataclass(slots=True)
 class ReferenceComment:
     path: str
@@ -59,9 +70,11 @@ class DocumentInfo:
     syntax_error: SyntaxError | None = None
     model: ClassInfo | None = None
     model_new: ClassInfo | None = None
-    functions: dict[str, ast.FunctionDef | ast.AsyncFunctionDef] = field(default_factory=dict)
+    # the entry points the benchmarker calls (ENTRY_POINTS), by name
+    functions: dict[str, FunctionInfo] = field(default_factory=dict)
+    first_function_line: int | None = None  # 0-based line of the first top-level def
     reference_comment: ReferenceComment | None = None
-    tree: ast.Module | None = None
+    tree: ast.Module | None = None  # dropped when the analysis comes from the worker
 
     @property
     def is_task(self) -> bool:
@@ -95,6 +108,13 @@ def _class_info(node: ast.ClassDef, lines: list[str]) -> ClassInfo:
             info.forward_line = item.lineno - 1
             info.forward_col = item.col_offset
     return info
+
+
+def _function_info(node: ast.FunctionDef | ast.AsyncFunctionDef) -> FunctionInfo:
+    args = node.args
+    required = len(args.posonlyargs) + len(args.args) - len(args.defaults)
+    required += sum(1 for default in args.kw_defaults if default is None)
+    return FunctionInfo(node.name, node.lineno - 1, required)
 
 
 def find_reference_comment(source: str) -> ReferenceComment | None:
@@ -151,7 +171,10 @@ def analyze(source: str) -> DocumentInfo:
         elif isinstance(node, ast.ClassDef) and node.name == "ModelNew":
             info.model_new = _class_info(node, lines)
         elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            info.functions[node.name] = node
+            if info.first_function_line is None:
+                info.first_function_line = node.lineno - 1
+            if node.name in ENTRY_POINTS:
+                info.functions[node.name] = _function_info(node)
     if info.model_new is not None:
         info.kind = DocumentKind.KERNEL
     elif info.model is not None:

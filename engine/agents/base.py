@@ -11,7 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
+
+# Who answered: a real model ("llm", tokens and cost from the endpoint) or the embedded
+# offline agent ("agent", no tokens and no cost: it counts nothing it did not spend).
+ReplyKind = Literal["llm", "agent"]
+REPLY_KINDS: tuple[ReplyKind, ...] = ("llm", "agent")
 
 
 class Role(StrEnum):
@@ -55,6 +60,14 @@ class AgentRequest:
 
 @dataclass(slots=True)
 class AgentReply:
+    """One answer. `kind` says who wrote it ("llm" or the offline "agent"); the offline
+    agent leaves the token counts None and `cost_usd` 0.0 rather than inventing numbers.
+
+    `refusal` is set (and `text` holds no code) when a debug agent declines to fix a kernel,
+    with the reason; the search records "debug agent could not fix: <refusal>" instead of
+    benchmarking anything.
+    """
+
     text: str
     reasoning: str = ""
     model: str = ""
@@ -62,6 +75,12 @@ class AgentReply:
     completion_tokens: int | None = None
     latency_s: float = 0.0
     cost_usd: float | None = None
+    kind: ReplyKind = "llm"
+    refusal: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in REPLY_KINDS:
+            raise ValueError(f"unknown reply kind {self.kind!r}: expected one of {REPLY_KINDS}")
 
 
 class AgentError(RuntimeError):
@@ -70,6 +89,7 @@ class AgentError(RuntimeError):
 
 class Agent(Protocol):
     name: str
+    reply_kind: ReplyKind  # what its replies' `kind` is, also for calls that failed
 
     def model_for(self, role: Role) -> str: ...
 

@@ -9,12 +9,17 @@ Policy, in short:
 - PLAN: score the one-step moves from the parent's transformation set (add, swap a compile
   mode, drop a failing one) by prior value for this reference and device, plus evidence from
   the history (escalate what sped up, avoid what failed, never repeat a tried set), plus
-  seeded noise. Early in a run it deliberately tries one precision variant, so even short runs
-  contain a buggy node and a debug step.
+  seeded noise. A set that already failed for a permanent reason (in the history, or
+  recorded in the parent's header by an earlier debug step) is never proposed again. Nothing
+  is staged: a buggy node appears only when a proposed kernel really fails.
 - CODE: render the plan's transformations into a `ModelNew` module.
-- DEBUG: read the error log and the failing node's header, revert the offending
-  transformation, and re-render.
+- DEBUG: for its own kernel, read the error log and the header, revert the offending
+  transformation, record the failure in the header, and re-render. For a kernel it did not
+  write, make a targeted edit (`engine.agents.kernel_fixes`) or refuse with the reason; it
+  never passes the reference off as a fix.
 - REPAIR: re-emit a well-formed reply.
+
+Replies are `kind="agent"`, with no token counts and zero cost: nothing was spent.
 
 Every random choice comes from an RNG keyed by (seed, round, role, parent), never from
 process state, so a resumed run makes the same choices.
@@ -31,7 +36,22 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from engine.agents.base import AgentError, AgentReply, AgentRequest, HistoryItem, Role
+from engine.agents.base import (
+    AgentError,
+    AgentReply,
+    AgentRequest,
+    HistoryItem,
+    ReplyKind,
+    Role,
+)
+from engine.agents.failures import (
+    FailureRecord,
+    classify,
+    first_line,
+    merge,
+    records_from_meta,
+)
+from engine.agents.kernel_fixes import fix_foreign_kernel
 from engine.agents.settings import repaired_role
 from engine.agents.transforms import (
     CATALOGUE,
@@ -51,10 +71,17 @@ from engine.agents.transforms import (
 )
 
 MODEL_NAME = "stark-offline"
-RISK_WINDOW = 2  # one early round in 1..RISK_WINDOW (by seed) tries a precision variant
 REPEAT_PENALTY = 5.0
 FAILURE_PENALTY = 2.5
 NOISE = 0.15  # plan "temperature": spread of the seeded noise added to each score
+
+
+@dataclass(slots=True)
+class _Answer:
+    """A role's reply text, or a refusal (no code) with its reason."""
+
+    text: str
+    refusal: str | None = None
 
 
 @dataclass(slots=True)
@@ -70,6 +97,7 @@ class OfflineAgent:
     """Deterministic stand-in for an LLM; see the module docstring for its policy."""
 
     name = "offline"
+    reply_kind: ReplyKind = "agent"
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = int(seed)
@@ -91,20 +119,22 @@ class OfflineAgent:
             Role.DEBUG: self._debug,
             Role.REPAIR: self._repair,
         }
-        text = handlers[Role(request.role)](request, features, device)
+        answer = handlers[Role(request.role)](request, features, device)
         return AgentReply(
-            text=text,
+            text=answer.text,
             reasoning="",
             model=MODEL_NAME,
-            prompt_tokens=_token_estimate(request.prompt),
-            completion_tokens=_token_estimate(text),
+            prompt_tokens=None,  # no model ran: no tokens to count, none invented
+            completion_tokens=None,
             latency_s=time.perf_counter() - started,
             cost_usd=0.0,
+            kind=self.reply_kind,
+            refusal=answer.refusal,
         )
 
     # --- roles -------------------------------------------------------------------------------
 
-    def _seed(self, request: AgentRequest, features: ReferenceFeatures, device: str) -> str:
+    def _seed(self, request: AgentRequest, features: ReferenceFeatures, device: str) -> _Answer:
         code = render_module(
             request.reference_src,
             [],
@@ -113,7 +143,7 @@ class OfflineAgent:
         )
         return _code_reply("Seed kernel: the reference as is, so the search starts at ~1x.", code)
 
-    def _plan(self, request: AgentRequest, features: ReferenceFeatures, device: str) -> str:
+    def _plan(self, request: AgentRequest, features: ReferenceFeatures, device: str) -> _Answer:
         parent = self._parent_transforms(request, features, device)
         choice = self._choose(request, features, device, parent)
         plan = {
@@ -125,13 +155,13 @@ class OfflineAgent:
         parent_code = request.parent_code or render_module(
             request.reference_src, parent, title="parent", meta={"transforms": parent}
         )
-        return (
+        return _Answer(
             f"Plan: {plan['title']}\n\n"
             f"```json\n{json.dumps(plan, indent=2)}\n```\n\n"
             f"```python\n{anchor(parent_code).rstrip()}\n```\n"
         )
 
-    def _code(self, request: AgentRequest, features: ReferenceFeatures, device: str) -> str:
+    def _code(self, request: AgentRequest, features: ReferenceFeatures, device: str) -> _Answer:
         parent = self._parent_transforms(request, features, device)
         plan = request.plan or {}
         wanted = plan.get("transformations")
@@ -142,20 +172,56 @@ class OfflineAgent:
         added = [t for t in transforms if t not in parent]
         removed = [t for t in parent if t not in transforms]
         title = str(plan.get("title") or _describe(transforms))
+        inherited = records_from_meta(read_header(request.parent_code))
         code = render_module(
             request.reference_src,
             transforms,
             title=f"Plan: {title}",
-            meta={"role": "code", "added": added, "removed": removed},
+            meta={
+                "role": "code",
+                "added": added,
+                "removed": removed,
+                "failures": [r.to_json() for r in inherited],
+            },
         )
         return _code_reply(f"Implements the plan: {title}.", code)
 
-    def _debug(self, request: AgentRequest, features: ReferenceFeatures, device: str) -> str:
-        broken = self._parent_transforms(request, features, device)
-        meta = read_header(request.parent_code) or {}
+    def _debug(self, request: AgentRequest, features: ReferenceFeatures, device: str) -> _Answer:
+        log = request.error_log or ""
+        code = request.parent_code
+        if not code:  # the failed step produced no code at all: there is nothing to replace
+            answer = self._seed(request, features, device)
+            return _Answer(answer.text.replace("Seed kernel:", "No code to fix; a fresh seed:", 1))
+        own = own_transforms(code, request.reference_src)
+        if own is None:
+            outcome = fix_foreign_kernel(code, log)
+            if outcome.code is None:
+                return _refusal(outcome.reason)
+            return _code_reply(
+                f"Targeted edit of the failing kernel: {outcome.reason}.", outcome.code
+            )
+        broken = normalise(own, device, features)
+        if not broken:
+            return _refusal(
+                f"the failing kernel is the reference run eagerly, so no transformation of "
+                f"the offline agent's caused this {classify(log)} failure ({first_line(log)}); "
+                "re-emitting it would not fix anything"
+            )
+        meta = read_header(code) or {}
         last_added = [str(t) for t in meta.get("added", []) if str(t) in broken]  # type: ignore[union-attr]
-        fixed, reason = diagnose(request.error_log or "", broken, last_added)
+        fixed, reason = diagnose(log, broken, last_added)
         fixed = normalise(fixed, device, features)
+        culprits = [t for t in broken if t not in fixed]
+        failure = [
+            FailureRecord(
+                culprit,
+                tuple(t for t in broken if t != culprit),
+                classify(log),
+                first_line(log),
+            )
+            for culprit in culprits
+        ]
+        records = merge(records_from_meta(meta), failure)
         code = render_module(
             request.reference_src,
             fixed,
@@ -163,12 +229,13 @@ class OfflineAgent:
             meta={
                 "role": "debug",
                 "added": [],
-                "removed": [t for t in broken if t not in fixed],
+                "removed": culprits,
+                "failures": [r.to_json() for r in records],
             },
         )
         return _code_reply(f"Fix: {reason}.", code)
 
-    def _repair(self, request: AgentRequest, features: ReferenceFeatures, device: str) -> str:
+    def _repair(self, request: AgentRequest, features: ReferenceFeatures, device: str) -> _Answer:
         """Answer afresh, in the format of the role being repaired (the offline agent's own
         replies are well formed, so this only runs when a parser tightens its rules)."""
         role = repaired_role(request)
@@ -208,64 +275,150 @@ class OfflineAgent:
         parent: list[str],
     ) -> _Candidate:
         rng = self.rng_for(request, parent)
-        evidence = _Evidence.from_history(request.history, device, features)
+        lineage = records_from_meta(read_header(request.parent_code))
+        evidence = _Evidence.from_history(request.history, device, features, lineage)
         evidence.tried.add(tuple(parent))
-        candidates = _moves(parent, device, features)
+        candidates = evidence.allowed(_moves(parent, device, features))
         if all(tuple(c.transforms) in evidence.tried for c in candidates):
-            candidates = _two_step_moves(parent, candidates, device, features)
+            candidates = evidence.allowed(_two_step_moves(parent, candidates, device, features))
         if not candidates:
             return _Candidate(parent, [], [], reasons=("nothing left to try",))
-        risk_round = 1 + int(hashlib.sha256(str(self.seed).encode()).digest()[0]) % RISK_WINDOW
-        force_risk = request.round == risk_round and not evidence.any_precision_tried
         profile_hint = _profile_hint(request.profile)
         for cand in candidates:
             _score(cand, features, device, evidence, profile_hint)
             cand.score += rng.gauss(0.0, NOISE)
-        if force_risk:
-            risky = [c for c in candidates if any(CATALOGUE[t].risky for t in c.added)]
-            if risky:
-                best = max(risky, key=lambda c: _risk_appeal(c, features))
-                best.reasons = (
-                    "a lower-precision variant is cheap to test and pays off if the "
-                    "tolerance allows it",
-                )
-                return best
         return max(candidates, key=lambda c: c.score)
 
 
 @dataclass(slots=True)
+class _Attempt:
+    """What an offline-written history node tried: its set and the move that made it."""
+
+    transforms: list[str]
+    added: list[str] | None  # None: the move is not known (a node without a header)
+    removed: list[str]
+
+
+@dataclass(slots=True)
 class _Evidence:
-    """What the neighbours and leaders tell us about each transformation."""
+    """What the neighbours, the leaders and the parent's lineage tell us about each
+    transformation."""
 
     tried: set[tuple[str, ...]]
     failures: dict[str, int]
     best_gain: dict[str, float]  # log speedup of the best runnable set containing it
-    any_precision_tried: bool
+    records: list[FailureRecord]
+
+    @property
+    def failed_sets(self) -> set[frozenset[str]]:
+        """Sets that failed for a permanent reason: their (deterministic) code would again."""
+        return {r.failed_set for r in self.records if r.permanent}
+
+    def blocked(self, transforms: list[str]) -> FailureRecord | None:
+        """The recorded failure that rules this set out, if any (see FailureRecord.blocks)."""
+        chosen = frozenset(transforms)
+        for record in self.records:
+            risky = record.transform in CATALOGUE and CATALOGUE[record.transform].risky
+            if record.blocks(chosen, changes_precision=risky):
+                return record
+        return None
+
+    def allowed(self, candidates: list[_Candidate]) -> list[_Candidate]:
+        return [c for c in candidates if self.blocked(c.transforms) is None]
 
     @classmethod
     def from_history(
-        cls, history: list[HistoryItem], device: str, features: ReferenceFeatures
+        cls,
+        history: list[HistoryItem],
+        device: str,
+        features: ReferenceFeatures,
+        lineage: list[FailureRecord] | None = None,
     ) -> _Evidence:
-        evidence = cls(set(), {}, {}, False)
+        evidence = cls(set(), {}, {}, [])
+        records: list[FailureRecord] = []
+        blamed: dict[str, int] = {}  # failures whose move is unknown: every member is blamed
         for item in history:
-            names = header_transforms(item.code)
-            if names is None:
-                names = transforms_in_summary(item.plan_summary or "")
-            names = normalise(names, device, features)
+            attempt = _attempt_of(item, device, features)
+            if attempt is None:
+                continue
+            names = attempt.transforms
             evidence.tried.add(tuple(names))
-            if any(CATALOGUE[n].risky for n in names):
-                evidence.any_precision_tried = True
+            records += records_from_meta(read_header(item.code))  # what its branch learned
             if not item.runnable:
-                meta = read_header(item.code) or {}
-                added = [str(t) for t in meta.get("added", []) if str(t) in names]  # type: ignore[union-attr]
-                for name in added or names:
-                    evidence.failures[name] = evidence.failures.get(name, 0) + 1
+                error = item.error or "failed"
+                if attempt.added is None:
+                    for name in names:
+                        blamed[name] = blamed.get(name, 0) + 1
+                    continue
+                base = normalise(
+                    [t for t in names if t not in attempt.added] + attempt.removed,
+                    device,
+                    features,
+                )
+                records += [
+                    FailureRecord(name, tuple(base), classify(error), first_line(error))
+                    for name in attempt.added
+                ]
             elif item.speedup and item.speedup > 0:
                 # coarse (half-log steps) so timing noise rarely changes a decision
                 gain = round(2 * math.log(item.speedup)) / 2
                 for name in names:
                     evidence.best_gain[name] = max(evidence.best_gain.get(name, -9.0), gain)
+        evidence.records = merge([r for r in lineage or [] if r.transform in CATALOGUE], records)
+        for record in evidence.records:
+            evidence.tried.add(tuple(normalise(record.failed_set, device, features)))
+            evidence.failures[record.transform] = evidence.failures.get(record.transform, 0) + 1
+        for name, count in blamed.items():
+            evidence.failures[name] = evidence.failures.get(name, 0) + count
         return evidence
+
+
+def _attempt_of(item: HistoryItem, device: str, features: ReferenceFeatures) -> _Attempt | None:
+    """The set a history node ran and the move that made it, when the offline agent wrote it
+    (its header) or planned it (its plan title); None for anything else.
+
+    A debug node carries the plan of the node it fixed, so only its header counts."""
+    meta = read_header(item.code)
+    if meta is not None:
+        names = normalise(header_transforms(item.code) or [], device, features)
+        added, removed = meta.get("added"), meta.get("removed")
+        known = isinstance(added, list) and str(meta.get("role")) != "debug"
+        return _Attempt(
+            names,
+            [str(t) for t in added if str(t) in names] if known else None,  # type: ignore[union-attr]
+            [str(t) for t in removed] if isinstance(removed, list) else [],
+        )
+    if item.phase == "debug" or not item.plan_summary:
+        return None
+    move = parse_plan_title(item.plan_summary)
+    if move is None:
+        names = normalise(transforms_in_summary(item.plan_summary), device, features)
+        return _Attempt(names, None, [])
+    names, added, removed = (normalise(part, device, features) for part in move)
+    return _Attempt(names, added, removed)
+
+
+def parse_plan_title(summary: str) -> tuple[list[str], list[str], list[str]] | None:
+    """(set, added, removed) from an offline plan summary "add X (replacing Y) -> A + B: ..."
+    or "drop X -> A: ..."; None when the summary is not in that form."""
+    if " -> " not in summary:
+        return None
+    head, rest = summary.split(" -> ", 1)
+    result = rest.split(": ", 1)[0].strip()
+    names = [] if result == "plain eager" else [t.strip() for t in result.split(" + ")]
+    if head.startswith("add "):
+        added_text, _, replaced = head[4:].partition(" (replacing ")
+        added = [t.strip() for t in added_text.split(",")]
+        removed = [t.strip() for t in replaced.rstrip(")").split(",")] if replaced else []
+    elif head.startswith("drop "):
+        added, removed = [], [t.strip() for t in head[5:].split(",")]
+    elif head == "keep":
+        added, removed = [], []
+    else:
+        return None
+    if not all(t in CATALOGUE for t in [*names, *added, *removed]):
+        return None
+    return names, added, removed
 
 
 def _moves(parent: list[str], device: str, features: ReferenceFeatures) -> list[_Candidate]:
@@ -378,14 +531,6 @@ def _score(
     cand.reasons = tuple(reasons)
 
 
-def _risk_appeal(cand: _Candidate, features: ReferenceFeatures) -> float:
-    """Which risky move to take: a precision change that matters for this op mix."""
-    order = {"fp16": 1.0, "bf16_autocast": 0.5, "tf32": 0.8}
-    if features.has_matmul or features.has_conv:
-        order["bf16_autocast"] = 1.2
-    return sum(order.get(t, 0.0) for t in cand.added) + 0.01 * len(cand.transforms)
-
-
 def _profile_hint(profile: list[dict[str, Any]] | None) -> str:
     """One line on where the time goes, from the benchmarker's profile of the parent."""
     if not profile:
@@ -460,8 +605,27 @@ def diagnose(log: str, broken: list[str], last_added: list[str]) -> tuple[list[s
 # --- reply text ---------------------------------------------------------------------------
 
 
-def _code_reply(lead: str, code: str) -> str:
-    return f"{lead}\n\n```python\n{code.rstrip()}\n```\n"
+def _code_reply(lead: str, code: str) -> _Answer:
+    return _Answer(f"{lead}\n\n```python\n{code.rstrip()}\n```\n")
+
+
+def _refusal(reason: str) -> _Answer:
+    """A debug answer with no code: the search records it instead of benchmarking."""
+    return _Answer(f"Cannot fix this kernel: {reason}.\n", refusal=reason)
+
+
+def own_transforms(code: str, reference_src: str) -> list[str] | None:
+    """The header's transformation set when `code` is exactly what the offline agent renders
+    for it from this reference (an edited or foreign kernel gives None)."""
+    names = header_transforms(code)
+    if names is None:
+        return None
+    try:
+        rendered = render_module(reference_src, names, title="-")
+    except (ValueError, KeyError):
+        return None
+    body = code.strip().splitlines()[2:]
+    return names if body == rendered.strip().splitlines()[2:] else None
 
 
 def _describe(transforms: list[str]) -> str:
@@ -486,8 +650,3 @@ def _steps(choice: _Candidate, parent: list[str]) -> list[str]:
     steps += [f"add {t}: {CATALOGUE[t].step}" for t in choice.added]
     steps.append("keep the reference's parameter creation order (subclass Model) so weights match")
     return steps
-
-
-def _token_estimate(text: str) -> int:
-    """Rough token count (4 characters a token) so usage.csv has comparable numbers."""
-    return max(1, len(text) // 4)

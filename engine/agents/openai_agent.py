@@ -17,7 +17,7 @@ from typing import Any
 
 import openai
 
-from engine.agents.base import AgentError, AgentReply, AgentRequest, Role
+from engine.agents.base import AgentError, AgentReply, AgentRequest, ReplyKind, Role
 from engine.agents.settings import AgentSettings, RoleSettings, redact_url, repaired_role
 
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -61,6 +61,7 @@ class OpenAIAgent:
     """Plays every role by sending `request.prompt` to the role's model."""
 
     name = "openai"
+    reply_kind: ReplyKind = "llm"
 
     def __init__(
         self,
@@ -98,6 +99,7 @@ class OpenAIAgent:
             completion_tokens=completion.completion_tokens,
             latency_s=latency,
             cost_usd=self._cost(completion.model or role.model, completion),
+            kind=self.reply_kind,
         )
 
     # --- preflight ---------------------------------------------------------------------------

@@ -360,6 +360,7 @@ def render_module(
     """A complete candidate file applying `transforms` (already normalised) to the reference."""
     futures, body = strip_reference(reference_src)
     header = make_header({"transforms": list(transforms), **(meta or {})})
+    title = " ".join(title.split())  # one comment line, whatever the plan's title held
     chosen = set(transforms)
     precision = next((t for t in transforms if CATALOGUE[t].group == "precision"), None)
     compile_name = next((t for t in transforms if t in COMPILE_MODES), None)

@@ -20,7 +20,7 @@ from typing import Any, NoReturn, TextIO
 from engine.bench.config import EvalConfig
 from engine.bench.evaluate import Benchmarker
 from engine.bench.result import EvalResult
-from engine.cli import UsageError
+from engine.cli import UsageError, add_tolerance_arguments
 
 # A candidate may name its reference in a leading comment, so `stark bench CANDIDATE` works.
 REFERENCE_HEADER = re.compile(r"^#\s*stark:\s*reference\s*=\s*(\S+)\s*$", re.MULTILINE)
@@ -30,7 +30,8 @@ LOG_LINES_ON_FAILURE = 25
 USAGE = (
     "stark bench [REFERENCE] CANDIDATE [--device auto|cpu|cuda] [--json]\n"
     "                   [--correctness-trials N] [--timing-trials N] [--threads N]\n"
-    "                   [--timeout SECONDS] [--compile-timeout SECONDS] [--profile] [--keep-workdir]"
+    "                   [--timeout SECONDS] [--compile-timeout SECONDS] [--atol X] [--rtol X]\n"
+    "                   [--profile] [--keep-workdir]"
 )
 
 
@@ -118,6 +119,7 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help="torch threads for both sides (default: torch's)",
     )
+    add_tolerance_arguments(parser)
     parser.add_argument("--profile", action="store_true", help="add the candidate's top operators")
     parser.add_argument("--keep-workdir", action="store_true", help="keep the worker's files")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -171,6 +173,8 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
             run_timeout_s=args.timeout,
             compile_timeout_s=args.compile_timeout,
             num_threads=args.threads,
+            atol=args.atol,
+            rtol=args.rtol,
             profile=args.profile,
             keep_workdir=args.keep_workdir,
         )

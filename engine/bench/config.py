@@ -17,16 +17,22 @@ class EvalConfig:
     min_timing_trials: int = 30
     max_timing_trials: int = 200
     noise_target: float = 0.05
+    # a side's IQR/median, or its first-vs-second-half drift, above this: flag `noisy`
+    noisy_threshold: float = 0.10
     warmup_s: float = 0.1
     timing_budget_s: float = 4.0  # per side, for the adaptive loop
     compile_timeout_s: float = 300.0
     run_timeout_s: float = 120.0
+    reference_call_s: float | None = None  # seconds per reference forward, measured earlier
     atol: float | None = None  # None: by dtype (1e-4 fp32, 1e-2 fp16/bf16)
     rtol: float | None = None
     num_threads: int | None = None  # None: torch's default in the worker
     profile: bool = False
     profile_top_k: int = 10
-    memory_limit_gb: float | None = None  # None: 75% of RAM on CPU, unlimited on CUDA
+    # The profiler's own deadline (raised for a slow reference); it never fails a verdict.
+    profile_timeout_s: float = 30.0
+    # Resident memory (RSS) of the worker's process tree; None: 75% of the host's RAM.
+    memory_limit_gb: float | None = None
     excessive_speedup: float = 10.0
     keep_workdir: bool = False
 
@@ -39,6 +45,14 @@ class EvalConfig:
             raise ValueError("timing_trials must be >= 1")
         if self.compile_timeout_s <= 0 or self.run_timeout_s <= 0:
             raise ValueError("timeouts must be positive")
+        if not self.profile_timeout_s > 0:
+            raise ValueError(f"profile_timeout_s must be positive, not {self.profile_timeout_s!r}")
+        if self.reference_call_s is not None and not self.reference_call_s >= 0:
+            raise ValueError(f"reference_call_s must be >= 0, not {self.reference_call_s!r}")
+        if self.memory_limit_gb is not None and not self.memory_limit_gb > 0:
+            raise ValueError(f"memory_limit_gb must be positive, not {self.memory_limit_gb!r}")
+        if not self.noisy_threshold > 0:
+            raise ValueError(f"noisy_threshold must be positive, not {self.noisy_threshold!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from engine.bench import static_checks
 from engine.bench.config import EvalConfig
+from engine.bench.deadlines import PHASE_ORDER, PHASE_TITLES, timeout_error
+from engine.bench.memory_guard import gib
 from engine.bench.result import ErrorLocation, EvalResult
 from engine.bench.sandbox import (
     CACHE_BUILDS_FILE,
@@ -29,9 +31,9 @@ from engine.bench.sandbox import (
     HarnessError,
     Sandbox,
     WorkerOutcome,
+    authentic_phase,
     read_phase_words,
     result_mac,
-    run_phase_token,
     sha256_file,
 )
 
@@ -39,6 +41,20 @@ LOG_TAIL_CHARS = 16_000
 # Static findings that mean the candidate can reach the harness's own objects in memory, so
 # the numbers it reports about itself can't be trusted (the correctness checks still stand).
 HARNESS_ACCESS_FLAGS = ("imports_harness", "reads_harness_files")
+CHECKPOINT_FILE = "checkpoint.json"  # see worker.Evaluation.checkpoint
+# What a checkpoint keeps when the worker is killed later: what it had measured by then.
+MEASURED_FIELDS = (
+    "trials_passed",
+    "correctness_trials",
+    "max_abs_err",
+    "mean_abs_err",
+    "ref_ms",
+    "new_ms",
+    "host_ms",
+    "compile_s",
+    "device",
+    "threads",
+)
 MANIFEST_FILE = "manifest.json"
 _KEY = re.compile(r"[0-9a-f]{64}")
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -272,13 +288,16 @@ class Benchmarker:
         (eval_dir / "request.json").write_text(json.dumps(request))
         cache_token = self.cache_manifest.guard(eval_dir)
         static_flags = static_checks.scan(candidate_src)
+        outcome_dump_offset: int | None = None
+        outcome_phase_s: dict[str, float] | None = None
         try:
             outcome = self.sandbox.run(
-                eval_dir, config.compile_timeout_s, config.run_timeout_s, nonce
+                eval_dir, config.compile_timeout_s, config.run_timeout_s, nonce, config
             )
         except HarnessError as exc:
             result = EvalResult(error=f"harness error: {exc}", stage="harness")
         else:
+            outcome_dump_offset, outcome_phase_s = outcome.dump_offset, outcome.phase_s
             result = self._verdict(eval_dir, outcome, nonce, config)
         result.candidate_sha256 = hashlib.sha256(candidate_src.encode()).hexdigest()
         cache_problems = self.cache_manifest.settle(eval_dir, cache_token)
@@ -292,7 +311,7 @@ class Benchmarker:
             any(flag in HARNESS_ACCESS_FLAGS for flag in static_flags)
             and result.speedup is not None
         ):
-            result.speedup = None
+            result.speedup = result.paired_speedup = None
             result.add_flag("untrusted_timing")
         if (
             result.correct
@@ -301,8 +320,14 @@ class Benchmarker:
         ):
             result.add_flag("excessive_speedup")
         log = read_tail(eval_dir / "log.txt")
+        if outcome_phase_s:
+            spans = ", ".join(f"{phase} {span:.2f}s" for phase, span in outcome_phase_s.items())
+            log = (log.rstrip("\n") + "\n" if log else "") + f"[stark] phases: {spans}"
         if result.error_location is None and result.stage in ("crash", "timeout"):
-            result.error_location = crash_location(log, eval_dir / "candidate.py")
+            dump = log
+            if outcome_dump_offset is not None:
+                dump = read_from(eval_dir / "log.txt", outcome_dump_offset)
+            result.error_location = crash_location(dump, eval_dir / "candidate.py")
         result.log = (result.log + "\n" + log).strip() if result.log else log
         if len(result.log) > LOG_TAIL_CHARS * 2:
             result.log = "[... truncated ...]\n" + result.log[-LOG_TAIL_CHARS * 2 :]
@@ -313,7 +338,7 @@ class Benchmarker:
         eval_dir: Path, outcome: WorkerOutcome, nonce: str, config: EvalConfig
     ) -> EvalResult:
         result_path = eval_dir / "result.json"
-        if outcome.timed_out_phase is None and result_path.exists():
+        if outcome.timed_out_phase is None and outcome.memory is None and result_path.exists():
             try:
                 data = json.loads(result_path.read_text())
             except (OSError, ValueError) as exc:
@@ -334,8 +359,29 @@ class Benchmarker:
             result = EvalResult.from_dict(verdict)
             result.speedup = trusted_speedup(result)
             return result
-        compiled = outcome.last_phase in ("warmup", "run") or reached_run(eval_dir, nonce)
-        return verdict_without_result(outcome, config, compiled)
+        compiled = reached_run(eval_dir, nonce) or _after(outcome.last_phase, "compile")
+        checkpoint = read_checkpoint(eval_dir, nonce)
+        if outcome.last_phase == "profile" and checkpoint is not None:
+            name, kept = checkpoint
+            if name == "checked":
+                return profile_skipped(kept, outcome, config)
+        result = verdict_without_result(outcome, config, compiled, checkpoint)
+        if (
+            outcome.timed_out_phase in ("run", "timing", "checks")
+            and outcome.dump_offset is not None
+        ):
+            running = side_running(
+                read_from(eval_dir / "log.txt", outcome.dump_offset),
+                eval_dir / "reference.py",
+                eval_dir / "candidate.py",
+            )
+            if running == "reference":
+                result.stage = "reference"
+                result.error = (
+                    f"the reference was running when the {PHASE_TITLES[outcome.last_phase]} "
+                    f"deadline passed ({result.error}); not the candidate's fault"
+                )
+        return result
 
 
 def trusted_speedup(result: EvalResult) -> float | None:
@@ -354,46 +400,132 @@ def trusted_speedup(result: EvalResult) -> float | None:
     return ref_ms / new_ms if new_ms > 0 else math.inf
 
 
+def _after(phase: str, than: str) -> bool:
+    return phase in PHASE_ORDER and PHASE_ORDER.index(phase) > PHASE_ORDER.index(than)
+
+
 def reached_run(eval_dir: Path, nonce: str) -> bool:
     """Did the worker itself (not a candidate writing the phase file) finish building the
-    candidate, i.e. reach the warm-up or run phase?"""
-    words = read_phase_words(eval_dir)
-    return (
-        len(words) == 2
-        and words[0] in ("warmup", "run")
-        and hmac.compare_digest(words[1], run_phase_token(nonce, words[0]))
-    )
+    candidate, i.e. reach the warm-up or a later phase?"""
+    phase = authentic_phase(read_phase_words(eval_dir), nonce)
+    return phase is not None and _after(phase, "compile")
+
+
+def read_from(path: Path, offset: int, limit: int = LOG_TAIL_CHARS * 4) -> str:
+    """What was appended to `path` after `offset` (at most `limit` characters)."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(offset)
+            return fh.read(limit).decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def read_checkpoint(eval_dir: Path, nonce: str) -> tuple[str, EvalResult] | None:
+    """The worker's last signed partial verdict (see worker.Evaluation.checkpoint)."""
+    try:
+        data = json.loads((eval_dir / CHECKPOINT_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    name, verdict, mac = data.get("checkpoint"), data.get("result"), data.get("mac")
+    if not (isinstance(name, str) and isinstance(verdict, dict) and isinstance(mac, str)):
+        return None
+    if not hmac.compare_digest(mac, result_mac(nonce, {"checkpoint": name, "result": verdict})):
+        return None
+    try:
+        return name, EvalResult.from_dict(verdict)
+    except (TypeError, ValueError):
+        return None
+
+
+def profile_skipped(checked: EvalResult, outcome: WorkerOutcome, config: EvalConfig) -> EvalResult:
+    """The profiler is advisory: whatever happened to it, the verdict measured before it
+    (every check passed) stands, with a flag and a note saying why there is no profile."""
+    if outcome.timed_out_phase == "profile":
+        why = timeout_error("profile", outcome.deadline_s or 0.0, config, outcome.plan)
+    elif outcome.memory is not None:
+        why = (
+            f"profiling exceeded the memory limit of {gib(outcome.memory.limit_bytes)} resident; "
+            "the profile was skipped"
+        )
+    else:
+        ended = verdict_without_result(outcome, config, True)
+        why = f"profiling ended the worker ({ended.error}); the profile was skipped"
+    result = checked
+    result.profile = None
+    result.add_flag("profile_skipped")
+    result.log = (result.log + "\n" if result.log else "") + f"[stark] {why}"
+    result.speedup = trusted_speedup(result)
+    return result
+
+
+_FRAME = re.compile(r'File "([^"]+)", line (\d+) in (\S+)')
+
+
+def main_thread_frames(dump: str) -> list[tuple[str, int, str]]:
+    """(file, line, function) of the worker's main thread, innermost first, from the last
+    faulthandler dump in `dump`. The main thread is the one whose stack goes down to the fork
+    server, which started the worker."""
+    blocks = re.split(r"\n(?=(?:Current thread|Thread) 0x[0-9a-f]+)", dump)
+    for block in reversed(blocks):
+        if "most recent call first" in block and "forkserver.py" in block:
+            return [(m.group(1), int(m.group(2)), m.group(3)) for m in _FRAME.finditer(block)]
+    return []
+
+
+def side_running(dump: str, reference_path: Path, candidate_path: Path) -> str | None:
+    """ "reference" or "candidate": whose code was innermost on the main thread at the dump
+    (None when neither shows). A candidate calling the reference shows as the candidate."""
+    frames = main_thread_frames(dump)
+    files = {str(reference_path): "reference", str(candidate_path): "candidate"}
+    sides = [files[file] for file, _, _ in frames if file in files]
+    if not sides:
+        return None
+    return "candidate" if "candidate" in sides else "reference"
 
 
 def crash_location(log: str, candidate_path: Path) -> ErrorLocation | None:
     """Where a crashed or hung worker was in the candidate, from the faulthandler dump the
-    worker writes on a fatal signal or just before its deadline (most recent call first)."""
-    pattern = re.compile(r'File "' + re.escape(str(candidate_path)) + r'", line (\d+) in (\S+)')
-    match = pattern.search(log[log.find("most recent call first") :]) if log else None
-    return ErrorLocation(line=int(match.group(1)), function=match.group(2)) if match else None
+    worker writes on a fatal signal or when the sandbox asks just before a deadline kill:
+    the main thread's innermost candidate frame (never a line of the reference)."""
+    frames = main_thread_frames(log)
+    if not frames:  # no main thread found: the first candidate frame of any dump
+        pattern = re.compile(r'File "' + re.escape(str(candidate_path)) + r'", line (\d+) in (\S+)')
+        match = pattern.search(log[log.find("most recent call first") :]) if log else None
+        return ErrorLocation(line=int(match.group(1)), function=match.group(2)) if match else None
+    for file, line, function in frames:
+        if file == str(candidate_path):
+            return ErrorLocation(line=line, function=function)
+    return None
 
 
 def verdict_without_result(
-    outcome: WorkerOutcome, config: EvalConfig, compiled: bool | None = None
+    outcome: WorkerOutcome,
+    config: EvalConfig,
+    compiled: bool | None = None,
+    checkpoint: tuple[str, EvalResult] | None = None,
 ) -> EvalResult:
-    """A worker that left no result has not passed; say exactly how it ended. `compiled`
-    (from `reached_run`) overrides the phase word, which a candidate could have written."""
-    compiled = outcome.last_phase in ("warmup", "run") if compiled is None else compiled
+    """A worker that left no result has not passed; say exactly how it ended, and keep what
+    its last signed checkpoint had measured. `compiled` (from `reached_run`) overrides the
+    phase word, which a candidate could have written."""
+    compiled = _after(outcome.last_phase, "compile") if compiled is None else compiled
     where = "while running the candidate" if compiled else "while building/importing the candidate"
-    if outcome.timed_out_phase == "compile":
-        error = (
-            f"compile/import timed out after {config.compile_timeout_s:g}s; process group killed"
+    kept = checkpoint[1] if checkpoint is not None else None
+    if outcome.memory is not None:
+        stage, error = memory_error(outcome)
+    elif outcome.timed_out_phase is not None:
+        phase = outcome.timed_out_phase
+        stage = "reference" if phase in ("start", "reference") else "timeout"
+        error = timeout_error(
+            phase,
+            outcome.deadline_s or 0.0,
+            config,
+            outcome.plan,
+            trials_passed=kept.trials_passed if kept else 0,
+            compile_seen=outcome.compile_seen,
         )
-        stage = "timeout"
-    elif outcome.timed_out_phase == "warmup":
-        error = (
-            f"first call (JIT compile / warm-up) timed out after {config.compile_timeout_s:g}s; "
-            "process group killed"
-        )
-        stage = "timeout"
-    elif outcome.timed_out_phase == "run":
-        error = f"run timed out after {config.run_timeout_s:g}s; process group killed"
-        stage = "timeout"
     elif outcome.signal is not None:
         name = signal.Signals(outcome.signal).name
         detail = {
@@ -412,7 +544,34 @@ def verdict_without_result(
     else:
         error = "harness lost the worker (fork server died)"
         stage = "harness"
-    return EvalResult(compiled=compiled, error=error, stage=stage, compile_s=outcome.compile_s)
+    result = EvalResult(compiled=compiled, error=error, stage=stage, compile_s=outcome.compile_s)
+    if kept is not None:
+        for name in MEASURED_FIELDS:
+            if hasattr(kept, name) and getattr(kept, name) is not None:
+                setattr(result, name, getattr(kept, name))
+        for flag in kept.flags:
+            result.add_flag(flag)
+    return result
+
+
+def memory_error(outcome: WorkerOutcome) -> tuple[str, str]:
+    """(stage, error) for a worker the memory watchdog killed. Before the candidate was loaded
+    only the reference ran, so that is the reference's verdict, never the candidate's."""
+    memory = outcome.memory
+    assert memory is not None
+    limit, peak = gib(memory.limit_bytes), gib(memory.peak_bytes)
+    if memory.phase in ("start", "reference"):
+        return "reference", (
+            f"the reference alone exceeded the memory limit of {limit} resident (peak {peak}) "
+            "before the candidate was loaded (not the candidate's fault); process group killed "
+            "(raise memory_limit_gb)"
+        )
+    during = PHASE_TITLES.get(memory.phase, memory.phase)
+    return "runtime", (
+        f"candidate exceeded the memory limit of {limit} resident (peak {peak}, during "
+        f"{during}; the reference alone peaked at {gib(memory.reference_peak_bytes)}); "
+        "process group killed"
+    )
 
 
 _default_benchmarker: Benchmarker | None = None

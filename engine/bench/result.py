@@ -32,8 +32,13 @@ class TimingStats:
             n=len(ordered),
         )
 
+    @property
+    def relative_iqr(self) -> float:
+        return self.iqr / self.median if self.median > 0 else math.inf
+
     def __str__(self) -> str:
-        return f"{self.median:.3f} ± {self.iqr:.3f} ms (IQR, n={self.n})"
+        spread = f"{100 * self.relative_iqr:.1f}%" if self.median > 0 else "n/a"
+        return f"{self.median:.3f} ± {self.iqr:.3f} ms (IQR {spread} of median, n={self.n})"
 
 
 def _finite(value: Any) -> Any:
@@ -102,10 +107,22 @@ class EvalResult:
     total_s: float | None = None
     harness_overhead_s: float | None = None
     candidate_sha256: str = ""
+    threads: int | None = None  # torch threads both sides were timed with
+    # The larger of the two sides' |second-half median - first-half median| / median.
+    drift: float | None = None
+    # Cores that other processes used on average while timing ran (None: not measured).
+    external_load: float | None = None
+    # Median over timing rounds of ref_i / new_i (both calls of a round run back to back).
+    paired_speedup: float | None = None
 
     @property
     def runnable(self) -> bool:
         return self.compiled and self.correct
+
+    @property
+    def noisy(self) -> bool:
+        """The timings are too spread (or drifted) for the speedup to be taken at face value."""
+        return "noisy" in self.flags
 
     def add_flag(self, flag: str) -> None:
         if flag not in self.flags:
@@ -144,14 +161,35 @@ class EvalResult:
             head = f"INCORRECT ({self.stage or 'correctness'}): {self.error}"
         else:
             head = f"CORRECT, speedup {self.speedup:.2f}x" if self.speedup else "CORRECT"
+            if self.noisy:
+                head += " (noisy)"
         lines = [head]
         if self.ref_ms:
             lines.append(f"  reference: {self.ref_ms}")
         if self.new_ms:
             lines.append(f"  candidate: {self.new_ms}")
+        if self.paired_speedup is not None and self.speedup:
+            lines.append(
+                f"  paired speedup (median of per-round ratios): {self.paired_speedup:.2f}x"
+            )
+        if self.noisy:
+            lines.append(f"  noisy: {self._noise_reasons()}")
+        if "external_load" in self.flags and self.external_load is not None:
+            lines.append(
+                f"  external load: other processes used {self.external_load:.2f} cores "
+                "on average while timing ran"
+            )
         if self.max_abs_err is not None:
             lines.append(f"  max abs err {self.max_abs_err:.3g}, mean {self.mean_abs_err or 0:.3g}")
         if self.flags:
             lines.append(f"  flags: {', '.join(self.flags)}")
-        lines.append(f"  device: {self.device}")
+        device = self.device if self.threads is None else f"{self.device}, {self.threads} threads"
+        lines.append(f"  device: {device}")
         return "\n".join(lines)
+
+    def _noise_reasons(self) -> str:
+        """The spreads are on the lines above; add the drift, which they don't show."""
+        text = "a side's IQR/median or its drift exceeded the threshold; treat the speedup as rough"
+        if self.drift is not None:
+            text += f" (drift between first and second half: {100 * self.drift:.0f}%)"
+        return text

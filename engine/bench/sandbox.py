@@ -3,10 +3,15 @@
 The parent never imports the candidate, and never initialises CUDA. A warm fork
 server (see `forkserver.py`) forks a worker per evaluation; each worker leads its
 own process group, so a timeout kills it together with ninja, nvcc or cc1plus.
-Compile and run phases have separate deadlines: the worker writes the file
-`phase` ("compile", "warmup", then "run") and the deadline in force follows it.
-"warmup" is the candidate's first, unchecked call: JIT compilation on first use
-(torch.compile, Triton) runs there, under the compile deadline.
+Each phase has its deadline: the worker writes the file `phase` ("reference",
+"compile", "warmup", "run", "timing", "checks", "profile"; see deadlines.py) and the
+deadline in force follows it. "warmup" is the candidate's first, unchecked call: JIT
+compilation on first use (torch.compile, Triton) runs there, so it gets the run deadline
+*since compile work was last seen* (a compiler process in the worker's tree, or the
+worker's signed heartbeat saying its main thread is inside dynamo/inductor/triton/
+cpp_extension), capped by the compile deadline. The run deadline is sized from the
+reference's call time, measured before the candidate loads. The worker's process tree is
+also watched for resident memory (memory_guard.py).
 
 The candidate can write that file too, so a phase change counts only if it is signed
 with the per-evaluation token (`run_phase_token`), moves forward, and happens once; and
@@ -36,14 +41,27 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.bench.config import EvalConfig
+from engine.bench.deadlines import (
+    ACTIVITY_PHASES,
+    PHASE_ORDER,
+    RUN_PHASES,
+    RunPlan,
+    plan_run,
+    reference_estimate,
+)
+from engine.bench.memory_guard import RSS_POLL_S, TreeWatch, memory_limit_bytes
+
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 SERVER_START_TIMEOUT_S = 120.0
 POLL_S = 0.01
 # On top of compile + warm-up + run deadlines: reaping, writing the verdict, a slow disk.
 WALL_SLACK_S = 30.0
 PR_SET_DUMPABLE = 4
-PHASE_ORDER = ("start", "compile", "warmup", "run")
-SIGNED_PHASES = ("warmup", "run")
+SIGNED_PHASES = PHASE_ORDER[1:]
+ACTIVITY_FILE = "activity"  # the worker's signed compile-activity heartbeat
+DUMP_GRACE_S = 0.3  # between asking the worker for its stacks (SIGUSR1) and the kill
+STACK_DUMP_SIGNAL = signal.SIGUSR1
 
 # Environment variables whose NAME says they hold a secret never reach the fork server.
 _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH", re.I)
@@ -114,14 +132,30 @@ class HarnessError(RuntimeError):
 
 
 @dataclass(slots=True)
+class MemoryExceeded:
+    """The watchdog killed the worker: its process tree's resident memory passed the limit."""
+
+    limit_bytes: int
+    peak_bytes: int
+    phase: str  # the phase it happened in ("start"/"reference": before the candidate existed)
+    reference_peak_bytes: int  # the tree's peak before the candidate was loaded
+
+
+@dataclass(slots=True)
 class WorkerOutcome:
     """How the worker process ended, as seen from outside it."""
 
     wait_status: int | None  # raw status from waitpid; None if it was never reaped
-    timed_out_phase: str | None  # "compile" | "warmup" | "run" when we killed it for time
+    timed_out_phase: str | None  # the phase (deadlines.PHASE_ORDER) we killed it for time in
     last_phase: str  # the last phase the worker reported
     wall_s: float
     compile_s: float | None  # time spent before the worker entered the run phase
+    deadline_s: float | None = None  # how long the deadline that passed was
+    memory: MemoryExceeded | None = None
+    plan: RunPlan | None = None  # the run phases' deadlines, sized from the reference
+    compile_seen: bool = False  # compile work was seen in the phase that timed out
+    dump_offset: int | None = None  # log.txt size when the stack dump was requested
+    phase_s: dict[str, float] | None = None  # seconds each phase took, as this side saw it
 
     @property
     def signal(self) -> int | None:
@@ -185,7 +219,7 @@ def scrubbed_environment(environ: Mapping[str, str] | None = None) -> dict[str, 
 
 
 def read_phase(eval_dir: Path) -> str:
-    """The phase word ("compile", "run"); the worker appends a token after "run"."""
+    """The phase word ("compile", "run", ...); signed phases carry a token after it."""
     words = read_phase_words(eval_dir)
     return words[0] if words else "start"
 
@@ -197,27 +231,105 @@ def read_phase_words(eval_dir: Path) -> list[str]:
         return []
 
 
-def run_phase_token(nonce: str, phase: str = "run") -> str:
-    """Written by the worker after "warmup"/"run": proves the *worker* got there, since a
-    candidate can write the phase file too (it would only shorten its own deadline)."""
-    return result_mac(nonce, {"phase": phase})
+def run_phase_token(nonce: str, phase: str = "run", extras: Mapping[str, str] | None = None) -> str:
+    """Written by the worker after a phase word: proves the *worker* got there, since a
+    candidate can write the phase file too. `extras` (key=value words after the token, e.g.
+    the reference's measured call time) are covered by the same MAC."""
+    return result_mac(nonce, {"phase": phase, **(extras or {})})
 
 
-def authentic_phase(words: list[str], nonce: str) -> str | None:
-    """The phase the worker itself announced, or None for anything a candidate could forge.
+def phase_line(nonce: str, phase: str, extras: Mapping[str, str] | None = None) -> str:
+    """The phase file's content for a signed phase."""
+    tail = "".join(f" {key}={value}" for key, value in (extras or {}).items())
+    return f"{phase} {run_phase_token(nonce, phase, extras)}{tail}"
 
-    "compile" is unsigned (it moves no deadline); "warmup"/"run" need their token."""
+
+def authentic_phase_info(words: list[str], nonce: str) -> tuple[str, dict[str, str]] | None:
+    """(phase, extras) the worker itself announced, or None for anything a candidate could
+    forge without the nonce. A bare "compile" (the old unsigned form) moves no deadline."""
     if words == ["compile"]:
-        return "compile"
-    signed = len(words) == 2 and words[0] in SIGNED_PHASES
-    if signed and hmac.compare_digest(words[1], run_phase_token(nonce, words[0])):
-        return words[0]
+        return "compile", {}
+    if len(words) < 2 or words[0] not in SIGNED_PHASES:
+        return None
+    pairs = [word.partition("=") for word in words[2:]]
+    if any(not sep or not key for key, sep, _ in pairs):
+        return None
+    extras = {key: value for key, _, value in pairs}
+    if hmac.compare_digest(words[1], run_phase_token(nonce, words[0], extras)):
+        return words[0], extras
     return None
 
 
-def wall_limit_s(compile_timeout_s: float, run_timeout_s: float) -> float:
-    """The most one evaluation may take once its worker exists, whatever the phase file says."""
-    return 2 * compile_timeout_s + run_timeout_s + WALL_SLACK_S
+def authentic_phase(words: list[str], nonce: str) -> str | None:
+    """The phase the worker itself announced, or None for anything a candidate could forge."""
+    info = authentic_phase_info(words, nonce)
+    return info[0] if info else None
+
+
+def activity_mac(nonce: str, count: int) -> str:
+    """Signs the worker's compile-activity heartbeat (see worker.CompileActivity)."""
+    return result_mac(nonce, {"activity": count})
+
+
+def read_activity(eval_dir: Path, nonce: str) -> int | None:
+    """The heartbeat counter the worker last wrote, if authentic."""
+    try:
+        words = (eval_dir / ACTIVITY_FILE).read_text().split()
+    except OSError:
+        return None
+    if len(words) != 2 or not words[0].isdigit():
+        return None
+    count = int(words[0])
+    return count if hmac.compare_digest(words[1], activity_mac(nonce, count)) else None
+
+
+def wall_limit_s(compile_timeout_s: float, run_timeout_s: float, profile_s: float = 0.0) -> float:
+    """The most one evaluation may take once its worker exists, whatever the phase file says:
+    the reference, the build and the first call may each take up to the compile deadline."""
+    return 3 * compile_timeout_s + run_timeout_s + profile_s + WALL_SLACK_S
+
+
+@dataclass(slots=True)
+class PhaseClock:
+    """The deadline in force, as the phases the worker announces move forward."""
+
+    config: EvalConfig
+    plan: RunPlan
+    phase: str = "start"
+    started: float = 0.0
+    deadline: float = 0.0
+    last_activity: float = 0.0
+    compile_seen: bool = False  # compile work was seen in the current activity phase
+    run_started: float | None = None
+
+    def enter(self, phase: str, now: float) -> None:
+        self.phase, self.started, self.last_activity = phase, now, now
+        self.compile_seen = False
+        if phase in ACTIVITY_PHASES:
+            self.deadline = self.activity_deadline()
+        elif phase == "compile" or phase == "start":
+            self.deadline = now + self.config.compile_timeout_s
+        elif phase in RUN_PHASES:
+            if self.run_started is None:
+                self.run_started = now
+                self.deadline = now + self.plan.run_deadline_s
+        elif phase == "profile":
+            self.deadline = now + self.plan.profile_deadline_s
+
+    def activity(self, now: float) -> None:
+        """Compile work seen now: the run deadline restarts, within the compile cap."""
+        if self.phase in ACTIVITY_PHASES:
+            self.last_activity, self.compile_seen = now, True
+            self.deadline = self.activity_deadline()
+
+    def activity_deadline(self) -> float:
+        base = self.plan.warmup_base_s
+        return min(self.started + self.config.compile_timeout_s, self.last_activity + base)
+
+    def limit_s(self) -> float:
+        """How long the deadline that passed was, measured from its phase's start."""
+        start = self.run_started if self.phase in RUN_PHASES and self.run_started else self.started
+        return self.deadline - start
 
 
 class Sandbox:
@@ -311,65 +423,188 @@ class Sandbox:
 
     # -- one evaluation -------------------------------------------------------
     def run(
-        self, eval_dir: Path, compile_timeout_s: float, run_timeout_s: float, nonce: str
+        self,
+        eval_dir: Path,
+        compile_timeout_s: float,
+        run_timeout_s: float,
+        nonce: str,
+        config: EvalConfig | None = None,
     ) -> WorkerOutcome:
-        """Run the worker on `eval_dir` and wait for it under the phase deadlines; `nonce` is
-        the evaluation's secret, which the worker's phase announcements are signed with."""
+        """Run the worker on `eval_dir` and wait for it under the phase deadlines and the
+        memory limit; `nonce` is the evaluation's secret, which the worker's phase
+        announcements are signed with. `config` sizes the deadlines (its timeouts are
+        replaced by the two given here)."""
+        base = config.to_dict() if config is not None else {}
+        base.update(compile_timeout_s=compile_timeout_s, run_timeout_s=run_timeout_s)
         with self._lock:
-            return self._run_locked(eval_dir, compile_timeout_s, run_timeout_s, nonce)
+            return _Watch(self, eval_dir, nonce, EvalConfig.from_dict(base)).wait()
 
-    def _run_locked(
-        self, eval_dir: Path, compile_timeout_s: float, run_timeout_s: float, nonce: str
-    ) -> WorkerOutcome:
+
+class _Watch:
+    """Waits for one worker: follows its signed phases, restarts the warm-up deadline while
+    compile work is seen, sizes the run deadline from the reference's measured call time,
+    and kills the worker's group on a deadline or when its tree's resident memory passes the
+    limit."""
+
+    def __init__(self, sandbox: Sandbox, eval_dir: Path, nonce: str, config: EvalConfig) -> None:
+        self.sandbox, self.eval_dir, self.nonce, self.config = sandbox, eval_dir, nonce, config
+        self.clock = PhaseClock(config, plan_run(config, reference_estimate(config, None)))
+        self.limit_bytes = memory_limit_bytes(config)
+        self.pid: int | None = None
+        self.tree: TreeWatch | None = None
+        self.worker_started = 0.0
+        self.reference_started: float | None = None
+        self.reference_peak = 0
+        self.last_activity_count = -1
+        self.next_rss = 0.0
+        self.timed_out: str | None = None
+        self.memory: MemoryExceeded | None = None
+        self.kill_at: float | None = None
+        self.dump_offset: int | None = None
+        self.run_started: float | None = None
+        self.entered: list[tuple[str, float]] = []  # (phase, when), in order
+
+    def outcome(self, status: int | None, now: float, start: float) -> WorkerOutcome:
+        compile_s = (self.run_started or now) - start if status is not None else None
+        return WorkerOutcome(
+            wait_status=status,
+            timed_out_phase=self.timed_out,
+            last_phase=self.clock.phase,
+            wall_s=now - start,
+            compile_s=compile_s,
+            deadline_s=self.clock.limit_s() if self.timed_out else None,
+            memory=self.memory,
+            plan=self.clock.plan,
+            compile_seen=self.clock.compile_seen,
+            dump_offset=self.dump_offset,
+            phase_s=self.phase_spans(now),
+        )
+
+    def phase_spans(self, now: float) -> dict[str, float]:
+        ends = [when for _, when in self.entered[1:]] + [now]
+        return {phase: end - when for (phase, when), end in zip(self.entered, ends, strict=True)}
+
+    def wait(self) -> WorkerOutcome:
+        sandbox = self.sandbox
         request_id = uuid.uuid4().hex
         start = time.monotonic()
-        self._send({"id": request_id, "dir": str(eval_dir)})
-        pid: int | None = None
-        phase = "start"
-        run_started: float | None = None
-        deadline = start + compile_timeout_s + SERVER_START_TIMEOUT_S
+        sandbox._send({"id": request_id, "dir": str(self.eval_dir)})
+        deadline = start + self.config.compile_timeout_s + SERVER_START_TIMEOUT_S
         hard_deadline = deadline
-        timed_out: str | None = None
+        reap_deadline: float | None = None
         while True:
             try:
-                message = self._read_message(time.monotonic() + POLL_S)
+                message = sandbox._read_message(time.monotonic() + POLL_S)
             except HarnessError:
-                self.close()
-                return WorkerOutcome(None, None, phase, time.monotonic() - start, None)
+                sandbox.close()
+                return self.outcome(None, time.monotonic(), start)
             now = time.monotonic()
             if message is not None and message.get("id") == request_id:
                 if "status" in message:
-                    compile_s = (run_started or now) - start
-                    return WorkerOutcome(
-                        int(message["status"]), timed_out, phase, now - start, compile_s
-                    )
-                if pid is None and "pid" in message:
-                    pid = int(message["pid"])  # type: ignore[arg-type]
-                    deadline = now + compile_timeout_s
-                    hard_deadline = now + wall_limit_s(compile_timeout_s, run_timeout_s)
-            if pid is None:
+                    return self.outcome(int(message["status"]), now, start)  # type: ignore[arg-type]
+                if self.pid is None and "pid" in message:
+                    self.pid = int(message["pid"])  # type: ignore[arg-type]
+                    self.worker_started = now
+                    self.tree = TreeWatch(self.pid)
+                    self.clock.enter("start", now)
+                    hard_deadline = now + self.wall_limit()
+            if self.pid is None:
                 if now > deadline:
-                    self.close()
+                    sandbox.close()
                     raise HarnessError("benchmark fork server did not start a worker")
                 continue
-            announced = authentic_phase(read_phase_words(eval_dir), nonce)
-            if (
-                timed_out is None
-                and announced is not None
-                and PHASE_ORDER.index(announced) > PHASE_ORDER.index(phase)
-            ):
-                phase = announced  # forward only, so each phase (and its deadline) starts once
-                if phase == "warmup":
-                    deadline = now + compile_timeout_s
-                elif phase == "run":
-                    run_started = now
-                    deadline = now + run_timeout_s
-            if timed_out is None and (now > deadline or now > hard_deadline):
-                timed_out = phase if phase in SIGNED_PHASES else "compile"
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGKILL)
+            if reap_deadline is not None:
+                if self.kill_at is not None and now >= self.kill_at:
+                    self.kill_group()
+                if now > reap_deadline:
+                    sandbox.close()
+                    return self.outcome(None, now, start)
+                continue
+            self.follow_phase(now)
+            if now >= self.next_rss:
+                self.next_rss = now + RSS_POLL_S
+                if self.check_memory(now):
+                    reap_deadline = now + 30.0
+                    continue
+            if now > self.clock.deadline or now > hard_deadline:
+                self.timed_out = self.clock.phase
+                self.request_stack_dump()
+                self.kill_at = now + DUMP_GRACE_S
                 # The server reaps the worker and reports its status; keep waiting for it.
-                deadline = now + 30.0
-            elif timed_out is not None and now > deadline:
-                self.close()
-                return WorkerOutcome(None, timed_out, phase, now - start, None)
+                reap_deadline = now + 30.0
+
+    def wall_limit(self) -> float:
+        plan = self.clock.plan
+        return wall_limit_s(
+            self.config.compile_timeout_s,
+            max(plan.run_deadline_s, plan.warmup_base_s),
+            plan.profile_deadline_s,
+        )
+
+    def follow_phase(self, now: float) -> None:
+        """Take a signed, forward move of the phase file; each phase (and its deadline) starts
+        once. Sizes the run plan when the reference phase ends."""
+        clock = self.clock
+        info = authentic_phase_info(read_phase_words(self.eval_dir), self.nonce)
+        if info is not None and PHASE_ORDER.index(info[0]) > PHASE_ORDER.index(clock.phase):
+            phase, extras = info
+            leaving_reference = clock.phase in ("start", "reference")
+            if phase == "reference":
+                self.reference_started = now
+            elif leaving_reference:
+                self.size_run(extras, now)
+            if phase in RUN_PHASES and self.run_started is None:
+                self.run_started = now
+            clock.enter(phase, now)
+            self.entered.append((phase, now))
+        if clock.phase in ACTIVITY_PHASES:
+            count = read_activity(self.eval_dir, self.nonce)
+            if count is not None and count > self.last_activity_count:
+                clock.activity(now)  # the worker saw its main thread inside a compiler
+                self.last_activity_count = count
+
+    def size_run(self, extras: Mapping[str, str], now: float) -> None:
+        """The reference's call time, as the worker measured it before the candidate existed
+        (never more than the span this side saw the reference phase take)."""
+        try:
+            reported = float(extras.get("call_s", "nan"))
+        except ValueError:
+            reported = float("nan")
+        span = now - (self.reference_started or self.worker_started)
+        measured = min(reported, span) if reported == reported and reported >= 0 else None
+        self.clock.plan = plan_run(self.config, reference_estimate(self.config, measured))
+
+    def check_memory(self, now: float) -> bool:
+        """Kill the group if the tree's resident memory passed the limit; True if it did."""
+        assert self.tree is not None and self.pid is not None
+        sample = self.tree.sample(now)
+        if sample is None:
+            return False
+        if sample.compiling:
+            self.clock.activity(now)
+        if self.clock.phase in ("start", "reference"):
+            self.reference_peak = max(self.reference_peak, sample.rss_bytes)
+        if sample.rss_bytes <= self.limit_bytes:
+            return False
+        self.kill_group()
+        self.memory = MemoryExceeded(
+            self.limit_bytes, self.tree.peak_bytes, self.clock.phase, self.reference_peak
+        )
+        return True
+
+    def request_stack_dump(self) -> None:
+        """The worker's faulthandler writes every thread's stack into log.txt on SIGUSR1, so a
+        hang's verdict can say where it hung; only text after this offset is believed."""
+        assert self.pid is not None
+        try:
+            self.dump_offset = (self.eval_dir / "log.txt").stat().st_size
+        except OSError:
+            self.dump_offset = 0
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(self.pid, STACK_DUMP_SIGNAL)
+
+    def kill_group(self) -> None:
+        assert self.pid is not None
+        self.kill_at = None
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)

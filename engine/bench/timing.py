@@ -17,6 +17,12 @@ CPU's dispatch of the first kernel overlaps the flush instead of being timed as
 idle GPU; CUDA events around the call, and host time around a device-wide
 synchronize less the flush's own span (a third event before the flush); a clear
 disagreement means work on a side stream that the events did not see.
+
+Noise is reported, not hidden: the outcome says `noisy` when either side's IQR/median, or
+its drift (first-half vs second-half median, in round order), exceeds
+`EvalConfig.noisy_threshold`, and carries the CPU load other processes put on the machine
+during the timed rounds (`load_monitor`). `paired_speedup` (median of per-round ratios) is
+reported beside the ratio of medians: load that hits both calls of a round cancels in it.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import torch
 
 from engine.bench.config import EvalConfig
 from engine.bench.correctness import CallError, HarnessPatched, InstanceSnapshot, KernelClock
+from engine.bench.load_monitor import LoadWindow
 from engine.bench.result import TimingStats
 
 MIN_WARMUP_CALLS = 3
@@ -41,6 +48,7 @@ SIDE_STREAM_RATIO = 1.5
 SIDE_STREAM_MIN_GAP_MS = 0.05
 RESCALE_SPAN = 0.1  # inputs are multiplied by a fresh factor in [1 - this, 1) every round
 RESCALE_MIN_STEP = 0.02  # ... that differs this much from the previous round's
+MIN_DRIFT_HALF = 5  # samples per half below which drift can't be told from chance
 
 _TIMER_NAMES = ("perf_counter", "perf_counter_ns", "time", "time_ns", "monotonic", "monotonic_ns")
 _ORIGINAL_TIMERS = {name: getattr(time, name) for name in _TIMER_NAMES}
@@ -145,6 +153,32 @@ class SideSamples:
         return stats.median > 0 and stats.iqr / stats.median < target
 
 
+def drift(samples_ms: list[float]) -> float | None:
+    """|median of the second half - median of the first half| / overall median, in round
+    order: a machine whose speed changed during timing moves the halves apart even when
+    each half is tight. None when there are too few samples to tell."""
+    half = len(samples_ms) // 2
+    if half < MIN_DRIFT_HALF:
+        return None
+    whole = TimingStats.from_samples(samples_ms).median
+    if whole <= 0:
+        return None
+    first = TimingStats.from_samples(samples_ms[:half]).median
+    second = TimingStats.from_samples(samples_ms[-half:]).median
+    return abs(second - first) / whole
+
+
+def relative_iqr(stats: TimingStats) -> float:
+    return stats.iqr / stats.median if stats.median > 0 else float("inf")
+
+
+def paired_speedup(ref_ms: list[float], new_ms: list[float]) -> float | None:
+    """Median over rounds of ref_i / new_i. Both calls of a round run back to back, so load
+    that slows the machine for a while slows both and cancels in the ratio."""
+    ratios = [r / n for r, n in zip(ref_ms, new_ms, strict=False) if n > 0]
+    return TimingStats.from_samples(ratios).median if ratios else None
+
+
 @dataclass
 class TimingOutcome:
     ref_ms: TimingStats
@@ -154,6 +188,10 @@ class TimingOutcome:
     side_stream_suspected: bool
     threads_changed: bool
     inputs_redrawn: bool = False  # fresh get_inputs() every round instead of rescaling
+    drift: float | None = None  # the larger of the two sides' `drift()`
+    noisy: bool = False  # a side's IQR/median or the drift exceeds config.noisy_threshold
+    external_load: float | None = None  # cores other processes used (load_monitor)
+    paired_speedup: float | None = None
 
 
 class Timer:
@@ -274,6 +312,7 @@ class Timer:
             self.warm_up(ref_model, inputs, config.warmup_s, "reference")
             self.warm_up(new_model, inputs, config.warmup_s, "candidate")
             raise_if_patched(guard)
+            load = LoadWindow.begin()
             ref, new = SideSamples(), SideSamples()
             budget_ns = config.timing_budget_s * 1e9
             rounds = 0
@@ -300,10 +339,13 @@ class Timer:
                 del ref_out, new_out
                 if done:
                     break
+            external_load = load.finish()
         finally:
             gc.enable()
             torch.set_grad_enabled(grad_was)
-        return self._outcome(ref, new, fresh_each_round)
+        outcome = self._outcome(ref, new, fresh_each_round, config.noisy_threshold)
+        outcome.external_load = external_load
+        return outcome
 
     @staticmethod
     def _done(
@@ -321,9 +363,12 @@ class Timer:
             config.noise_target, config.min_timing_trials
         )
 
-    def _outcome(self, ref: SideSamples, new: SideSamples, redrawn: bool) -> TimingOutcome:
-        ref_stats = TimingStats.from_samples(ref.device_ms)
-        new_stats = TimingStats.from_samples(new.device_ms)
+    def _outcome(
+        self, ref: SideSamples, new: SideSamples, redrawn: bool, noisy_threshold: float
+    ) -> TimingOutcome:
+        ref_samples, new_samples = ref.device_ms, new.device_ms
+        ref_stats = TimingStats.from_samples(ref_samples)
+        new_stats = TimingStats.from_samples(new_samples)
         host: TimingStats | None = None
         suspected = False
         if self.device.type == "cuda":
@@ -332,9 +377,15 @@ class Timer:
             if host.median > SIDE_STREAM_RATIO * new_stats.median and gap > SIDE_STREAM_MIN_GAP_MS:
                 # Events on the current stream missed work the device-wide sync waited for.
                 suspected = True
-                ref_stats = TimingStats.from_samples(ref.host_ms)
+                ref_samples, new_samples = ref.host_ms, new.host_ms
+                ref_stats = TimingStats.from_samples(ref_samples)
                 new_stats = host
         speedup = ref_stats.median / new_stats.median if new_stats.median > 0 else float("inf")
+        drifts = [d for d in (drift(ref_samples), drift(new_samples)) if d is not None]
+        worst_drift = max(drifts) if drifts else None
+        noisy = max(relative_iqr(ref_stats), relative_iqr(new_stats)) > noisy_threshold or (
+            worst_drift is not None and worst_drift > noisy_threshold
+        )
         return TimingOutcome(
             ref_ms=ref_stats,
             new_ms=new_stats,
@@ -343,4 +394,7 @@ class Timer:
             side_stream_suspected=suspected,
             threads_changed=self.threads_changed,
             inputs_redrawn=redrawn,
+            drift=worst_drift,
+            noisy=noisy,
+            paired_speedup=paired_speedup(ref_samples, new_samples),
         )

@@ -22,7 +22,10 @@ import os
 import resource
 import signal
 import sys
+import sysconfig
+import threading
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -30,7 +33,7 @@ from typing import Any
 
 import torch
 
-from engine.bench import backend_settings, correctness, loader, profiling, timing
+from engine.bench import backend_settings, correctness, deadlines, loader, profiling, timing
 from engine.bench.atomic_io import write_atomic
 from engine.bench.compile_cache import CompileCache, ExtensionBuildError
 from engine.bench.config import EvalConfig
@@ -42,12 +45,30 @@ from engine.bench.correctness import (
     KernelClock,
     Trial,
 )
+from engine.bench.load_monitor import EXTERNAL_LOAD_CORES
+from engine.bench.memory_guard import address_space_cap, memory_limit_bytes
 from engine.bench.result import EvalResult
-from engine.bench.sandbox import result_mac, run_phase_token
+from engine.bench.sandbox import ACTIVITY_FILE, STACK_DUMP_SIGNAL, result_mac
 
 FILE_SIZE_LIMIT = 1 << 30
-DEFAULT_MEMORY_FRACTION = 0.75
 SPOT_CHECK_ELEMENTS = 4096  # per output, per timing round
+CHECKPOINT_FILE = "checkpoint.json"  # signed partial verdicts, kept if the worker is killed
+SECOND_CALL_ABOVE_S = 0.05  # a first reference call slower than this is timed once more
+ACTIVITY_POLL_S = 0.2
+# Code whose frames on the main thread's stack mean "compiling": dynamo tracing, AOT
+# autograd, Inductor codegen and its C++ builds, Triton, cpp_extension and our cache wrapper.
+COMPILE_CODE_MARKERS = (
+    "/torch/_dynamo/",
+    "/torch/_inductor/",
+    "/torch/_functorch/",
+    "/torch/_subclasses/",
+    "/torch/fx/",
+    "/torch/utils/cpp_extension.py",
+    "/triton/compiler/",
+    "/triton/backends/",
+    "/engine/bench/compile_cache.py",
+)
+_STDLIB = sysconfig.get_paths()["stdlib"]
 
 
 class Stop(Exception):
@@ -176,18 +197,71 @@ def steady_allocator() -> bool:
         return False  # not glibc: the platform allocator as it is
 
 
-def apply_limits(device: torch.device, memory_limit_gb: float | None) -> None:
-    """Bound what a runaway candidate can take: file size always, address space on CPU."""
+def apply_limits(device: torch.device, config: EvalConfig) -> None:
+    """File size always. Memory is limited on what is resident, by the sandbox's watchdog
+    (memory_guard.py); here only a generous address-space cap on CPU, so one allocation that
+    could never fit fails at once inside the worker instead of being killed."""
     resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT, FILE_SIZE_LIMIT))
     if device.type != "cpu":
         return  # CUDA reserves huge virtual ranges; RLIMIT_AS would break it
-    if memory_limit_gb is not None:
-        limit = int(memory_limit_gb * (1 << 30))
-    else:
-        limit = int(
-            os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * DEFAULT_MEMORY_FRACTION
-        )
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    fields = _read_small("/proc/self/statm").split()
+    mapped = int(fields[0]) * os.sysconf("SC_PAGE_SIZE") if fields else 0
+    cap = address_space_cap(memory_limit_bytes(config), mapped)
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+
+
+def compiling_frame(frame: Any) -> bool:
+    """Is the innermost frame that is not the standard library's (subprocess waits,
+    threading) inside compiler code? A candidate's own loop is never: its frames are its."""
+    depth = 0
+    while frame is not None and depth < 200:
+        filename = frame.f_code.co_filename
+        if not (filename.startswith(_STDLIB) or filename.startswith("<frozen")):
+            return any(marker in filename for marker in COMPILE_CODE_MARKERS)
+        frame = frame.f_back
+        depth += 1
+    return False
+
+
+class CompileActivity:
+    """While the reference's first calls or the candidate's first call run, a harness thread
+    looks at the main thread's stack every 0.2 s and, when it is inside compiler code, bumps a
+    signed counter in the file `activity`: the sandbox then restarts the warm-up's run
+    deadline (within the compile deadline). An endless loop in forward is not compiling, so
+    it meets the run deadline, not the compile one."""
+
+    def __init__(self, eval_dir: Path, sign: Callable[[dict[str, object]], str]) -> None:
+        self.path = eval_dir / ACTIVITY_FILE
+        self.sign = sign
+        self.count = 0
+        self._main = threading.main_thread().ident
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> CompileActivity:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._watch, name="stark-compile-watch")
+        self._thread.daemon = True
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _watch(self) -> None:
+        while not self._stop.wait(ACTIVITY_POLL_S):
+            frame = sys._current_frames().get(self._main)  # noqa: SLF001
+            if frame is not None and compiling_frame(frame):
+                self.count += 1
+                with contextlib.suppress(OSError):
+                    write_atomic(self.path, f"{self.count} {self.sign({'activity': self.count})}")
+            del frame
 
 
 @dataclass
@@ -204,7 +278,10 @@ class Evaluation:
     threads: int = 1
     candidate_path: str = ""
     compile_start_ns: int | None = None
-    phase_tokens: dict[str, str] = field(default_factory=dict)  # signed phases -> token
+    # HMAC under the evaluation's nonce: signs phases, heartbeats and checkpoints.
+    sign: Callable[[dict[str, object]], str] = field(default=lambda _: "")
+    reference_call_s: float | None = None  # measured before the candidate was loaded
+    plan: deadlines.RunPlan | None = None
     reference: ModuleType | None = None
     pristine: correctness.NamespaceSnapshot | None = None
     backend: backend_settings.BackendSettings = ()  # torch's switches before the candidate
@@ -229,35 +306,76 @@ class Evaluation:
         return Stop(error)
 
     def phase(self, name: str) -> None:
-        signed = name in ("warmup", "run")
-        write_atomic(
-            self.eval_dir / "phase", f"{name} {self.phase_tokens[name]}" if signed else name
+        """Announce a phase to the sandbox, signed; after the reference phase every line also
+        carries the reference's measured call time, which sizes the run deadline."""
+        extras: dict[str, str] = {}
+        if self.reference_call_s is not None:
+            extras["call_s"] = f"{self.reference_call_s:.6f}"
+        token = self.sign({"phase": name, **extras})
+        tail = "".join(f" {key}={value}" for key, value in extras.items())
+        write_atomic(self.eval_dir / "phase", f"{name} {token}{tail}")
+
+    def checkpoint(self, name: str) -> None:
+        """A signed copy of the verdict so far: if a later deadline kills the worker, the
+        parent still reports what was measured (trials passed, timings)."""
+        self.result.kernel_s = self.kernel_clock.seconds
+        verdict = self.result.to_dict()
+        mac = self.sign({"checkpoint": name, "result": verdict})
+        body = {"checkpoint": name, "result": verdict, "mac": mac}
+        with contextlib.suppress(OSError, TypeError, ValueError):
+            write_atomic(self.eval_dir / CHECKPOINT_FILE, _json_dumps(body))
+
+    def measure_reference(self, ref_model: Any, canary: Trial) -> None:
+        """The reference's first call computes the canary's answer; if it is slow, a second
+        call (output discarded) gives its steady time. Both before the candidate exists, so the
+        figure that sizes the deadlines is the reference's alone."""
+        start = self.clocks.perf_ns()
+        self.reference_side(
+            lambda: correctness.reference_answer(canary, ref_model, self.device, self.kernel_clock)
         )
-        # Just before the sandbox's deadline for this phase, dump every thread's Python stack
-        # into log.txt, so a hang's verdict can say where it hung (see evaluate.py).
-        limit = self.config.run_timeout_s if name == "run" else self.config.compile_timeout_s
-        faulthandler.dump_traceback_later(max(0.1, limit - min(1.0, 0.1 * limit)), exit=False)
+        first_s = (self.clocks.perf_ns() - start) / 1e9
+        call_s = first_s
+        if first_s > SECOND_CALL_ABOVE_S:
+            start = self.clocks.perf_ns()
+            inputs = correctness.clone_inputs(canary.pristine)
+            self.reference_side(
+                lambda: correctness.call_model(ref_model, inputs, "reference", self.device)
+            )
+            call_s = (self.clocks.perf_ns() - start) / 1e9
+            self.kernel_clock.add(int(call_s * 1e9))
+        self.reference_call_s = call_s
+        self.plan = deadlines.plan_run(
+            self.config, deadlines.reference_estimate(self.config, call_s)
+        )
+        message = deadlines.deadline_note(self.plan)
+        if message:
+            note(message)
+        if self.plan.rounds_reduced:
+            self.config.min_timing_trials = self.plan.min_timing_rounds
+            self.result.add_flag("timing_rounds_reduced")
+        if self.plan.raised:
+            self.result.add_flag("run_deadline_raised")
 
     # -- the whole evaluation ----------------------------------------------------
     def run(self) -> None:
         self.config = EvalConfig.from_dict(self.request.get("config") or {})
         self.candidate_path = str(self.request["candidate_path"])
-        self.phase("compile")
+        self.phase("reference")
         self.device = resolve_device(self.config.device)
         self.result.device = self.device.type
-        apply_limits(self.device, self.config.memory_limit_gb)
+        apply_limits(self.device, self.config)
         if self.device.type == "cpu" and not steady_allocator():
             self.result.add_flag("allocator_not_pinned")
         self.threads = self.config.num_threads or torch.get_num_threads()
-        torch.set_num_threads(self.threads)
+        torch.set_num_threads(self.threads)  # pinned: both sides run (and are timed) with it
+        self.result.threads = self.threads
 
         reference = self.import_reference()
         weight_seed = correctness.secret_seed()
         ref_model = self.build(reference.Model, reference, weight_seed, "reference", "Model")
         canary = self.draw(reference)
-        self.reference_side(
-            lambda: correctness.reference_answer(canary, ref_model, self.device, self.kernel_clock)
-        )
+        with CompileActivity(self.eval_dir, self.sign):
+            self.measure_reference(ref_model, canary)
         self.reference = reference
         self.pristine = correctness.NamespaceSnapshot.take(reference)
         self.backend = backend_settings.current()
@@ -274,11 +392,13 @@ class Evaluation:
             ]
         )
         os.environ["TORCHINDUCTOR_COMPILE_THREADS"] = "1"  # no compile-worker processes
+        self.phase("compile")
         candidate = self.import_candidate(self.compile_cache)
         new_model = self.build(candidate.ModelNew, reference, weight_seed, "import", "ModelNew")
         self.result.compiled = True
         self.phase("warmup")
-        first_call_error = self.first_call(new_model, canary)
+        with CompileActivity(self.eval_dir, self.sign):
+            first_call_error = self.first_call(new_model, canary)
         self.result.compile_s = (self.clocks.perf_ns() - self.compile_start_ns) / 1e9
         self.phase("run")
         if first_call_error is not None:
@@ -287,12 +407,20 @@ class Evaluation:
 
         last_trial = self.correctness_trials(reference, ref_model, new_model)
         self.check_children()
+        self.phase("timing")
         self.time_both(reference, ref_model, new_model, last_trial)
         self.check_children()
+        self.checkpoint("timing")
+        self.phase("checks")
         self.fresh_input_trial(canary, ref_model, new_model)
         self.check_integrity()
         self.result.correct = True
         if self.config.profile:
+            tampered = timing.tampered_timers(self.device.type)
+            if tampered:
+                self.result.add_flag("timer_tampering")
+            self.checkpoint("checked")  # the verdict, whatever the profiler does
+            self.phase("profile")
             self.profile(new_model, last_trial)
 
     def first_call(self, new_model: Any, canary: Trial) -> CallError | None:
@@ -446,6 +574,7 @@ class Evaluation:
                 stats.mean_abs_err,
             )
             self.result.trials_passed += 1
+            self.checkpoint("correctness")
         assert trial is not None
         return trial
 
@@ -493,6 +622,14 @@ class Evaluation:
         self.result.ref_ms, self.result.new_ms = outcome.ref_ms, outcome.new_ms
         self.result.host_ms = outcome.host_ms
         self.result.speedup = outcome.speedup
+        self.result.drift, self.result.external_load = outcome.drift, outcome.external_load
+        self.result.paired_speedup = outcome.paired_speedup
+        if outcome.noisy:
+            self.result.add_flag("noisy")
+        if outcome.drift is not None and outcome.drift > self.config.noisy_threshold:
+            self.result.add_flag("timing_drift")
+        if outcome.external_load is not None and outcome.external_load > EXTERNAL_LOAD_CORES:
+            self.result.add_flag("external_load")
 
     def fresh_input_trial(self, canary: Trial, ref_model: Any, new_model: Any) -> None:
         """One more trial, inputs drawn before the candidate existed, answer computed then."""
@@ -609,11 +746,15 @@ def run(eval_dir: str, _integrity: Any = integrity_failure) -> None:
     nonce = str(request.pop("nonce"))
     result_path = Path(str(request["result_path"]))
 
+    # On SIGUSR1 (the sandbox, just before a deadline kill), every thread's stack goes to
+    # log.txt, so a hang's verdict can say where it hung (see evaluate.py).
+    with contextlib.suppress(RuntimeError, ValueError):
+        faulthandler.register(STACK_DUMP_SIGNAL, file=sys.stderr, all_threads=True)
     evaluation = Evaluation(
         directory,
         request,
         clocks,
-        phase_tokens={p: run_phase_token(nonce, p) for p in ("warmup", "run")},
+        sign=lambda body: result_mac(nonce, body),
     )
     result = evaluation.result
     guards = evaluation.guards  # this list, even if the candidate rebinds the attribute
@@ -642,6 +783,5 @@ def run(eval_dir: str, _integrity: Any = integrity_failure) -> None:
     if result.compile_s is None:
         started = evaluation.compile_start_ns
         result.compile_s = (clocks.perf_ns() - started) / 1e9 if started is not None else 0.0
-    faulthandler.cancel_dump_traceback_later()
     verdict = result.to_dict()
     write_atomic(result_path, _json_dumps({"result": verdict, "mac": result_mac(nonce, verdict)}))

@@ -20,6 +20,7 @@ from string import Template
 from typing import Any
 
 from engine.bench.result import ProfileEntry
+from engine.prompts.capabilities import capabilities_for, missing_for, restrictions_for
 
 
 @functools.cache
@@ -45,36 +46,24 @@ class Target:
     triton: bool
 
     def describe(self) -> str:
+        """The target and, from `capabilities.CAPABILITIES`, what may be used on it (the
+        same table the capability tests run through the benchmarker) and what may not."""
+        installed = frozenset({"triton"} if self.triton else set())
         if self.device == "cuda":
-            lines = [
-                "## Target",
-                f"NVIDIA GPU ({self.name}), CUDA; inputs and parameters live on the GPU.",
-                "",
-                "## What you may use",
-                "- custom CUDA C++ kernels compiled with "
-                "`torch.utils.cpp_extension.load_inline(cuda_sources=..., functions=...)`;",
-                "- Triton kernels (`import triton`, `triton.language as tl`)"
-                + ("" if self.triton else " - NOT installed here, do not use")
-                + ";",
-                "- `torch.compile` (modes default, reduce-overhead, max-autotune), CUDA graphs, "
-                "`torch.backends.cudnn.benchmark`, channels_last memory format;",
-                "- lower precision only where the result stays within the tolerance.",
-                "Do not create extra CUDA streams; all work must be done when forward returns.",
-            ]
+            head = f"NVIDIA GPU ({self.name}), CUDA; inputs and parameters live on the GPU."
         else:
-            lines = [
-                "## Target",
+            head = (
                 f"CPU only ({self.name}, {self.cores} cores), float32; there is NO GPU, so no "
-                "CUDA or Triton.",
-                "",
-                "## What you may use",
-                "- C++ kernels compiled with `torch.utils.cpp_extension.load_inline("
-                "cpp_sources=..., functions=..., extra_cflags=['-O3', '-march=native', "
-                "'-fopenmp'], extra_ldflags=['-fopenmp'])` (OpenMP, SIMD, cache blocking);",
-                "- `torch.compile` (inductor generates fused C++ loops for CPU), "
-                "`torch.inference_mode`, in-place and out= variants, better-suited torch ops;",
-                "- lower precision only where the result stays within the tolerance.",
-            ]
+                "CUDA or Triton."
+            )
+        lines = ["## Target", head, "", "## What you may use"]
+        lines += [f"- {c.text};" for c in capabilities_for(self.device, installed)]
+        lines += [
+            f"- NOT available here: {c.key} ({c.needs} is not installed), do not use it;"
+            for c in missing_for(self.device, installed)
+        ]
+        lines += ["", "## What the benchmarker checks"]
+        lines += [f"- {r.text};" for r in restrictions_for(self.device)]
         return "\n".join(lines)
 
 

@@ -157,7 +157,7 @@ def test_every_role_answers_in_the_parsable_format() -> None:
     assert header_transforms(seed_code) == []
 
     plan_reply = agent.complete(_request(Role.PLAN, parent_code=seed_code))
-    assert plan_reply.model == "stark-offline" and plan_reply.completion_tokens
+    assert plan_reply.model == "stark-offline"
     (plan_json,) = _blocks(plan_reply.text, "json")
     plan = json.loads(plan_json)
     assert isinstance(plan["title"], str) and plan["title"]
@@ -397,12 +397,12 @@ def _simulated_verdict(transforms: list[str]) -> tuple[bool, float | None, str |
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_short_runs_contain_a_buggy_node_and_a_debug_that_fixes_it(seed: int) -> None:
-    """A 6-round greedy loop: the agent must hit a failure early and repair it."""
+def test_short_runs_find_compile_and_debug_only_real_failures(seed: int) -> None:
+    """A 6-round greedy loop: the agent reaches torch.compile, and any buggy node it gets is
+    one the simulated verdict really failed, which the debug step then repairs."""
     agent = OfflineAgent(seed)
     root = _seed_code(agent)
     nodes: list[dict] = [{"code": root, "runnable": True, "speedup": 1.0, "parent": None}]
-    debugged = False
     for round_ in range(1, 7):
         buggy = [i for i, n in enumerate(nodes) if not n["runnable"] and not n.get("debugged")]
         if buggy:
@@ -416,7 +416,6 @@ def test_short_runs_contain_a_buggy_node_and_a_debug_that_fixes_it(seed: int) ->
                     error_log=nodes[index]["error"],
                 )
             )
-            debugged = True
         else:
             index = max(
                 (i for i, n in enumerate(nodes) if n["runnable"]), key=lambda i: nodes[i]["speedup"]
@@ -438,8 +437,8 @@ def test_short_runs_contain_a_buggy_node_and_a_debug_that_fixes_it(seed: int) ->
         nodes.append(
             {"code": code, "runnable": ok, "speedup": speedup, "parent": index, "error": error}
         )
-    assert any(not n["runnable"] for n in nodes), "no buggy node in a short run"
-    assert debugged, "no debug step in a short run"
+        if buggy:  # a debug step reverts the real cause, so its fix runs
+            assert ok, (seed, round_, transforms)
     best = max((n for n in nodes if n["runnable"]), key=lambda n: n["speedup"])
     assert any(t.startswith("compile:") for t in header_transforms(best["code"]) or [])
 

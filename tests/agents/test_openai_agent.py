@@ -53,6 +53,7 @@ def test_reply_reasoning_and_usage(
     assert reply.model == "fake-model"
     assert reply.prompt_tokens == 11 and reply.completion_tokens and reply.completion_tokens > 0
     assert reply.latency_s > 0
+    assert reply.kind == "llm" and reply.refusal is None  # a real model's reply
     sent = server.chat_requests[0]
     assert sent.body is not None
     assert sent.body["temperature"] == 0.8  # plan role

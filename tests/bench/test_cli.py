@@ -138,6 +138,10 @@ def test_directory_and_binary_files_are_usage_errors(task: Path) -> None:
         ("--timing-trials", "many", "--timing-trials"),
         ("--threads", "-2", "--threads"),
         ("--device", "tpu", "--device"),
+        ("--atol", "0", "--atol"),
+        ("--atol", "-1e-3", "--atol"),
+        ("--rtol", "nan", "--rtol"),
+        ("--rtol", "tight", "--rtol"),
     ],
 )
 def test_bad_flag_values(task: Path, flag: str, value: str, needle: str) -> None:
@@ -191,6 +195,18 @@ def test_incorrect_candidate_exits_zero_with_a_reason(task: Path) -> None:
     assert "mismatch" in data["error"] or "err" in data["error"]
     if data["max_abs_err"] is not None:
         assert data["max_abs_err"] > 1e-4
+
+
+def test_atol_rtol_reach_the_correctness_check(task: Path) -> None:
+    """An output off by 1e-3 fails the fp32 default (1e-4) and passes --atol 1e-2."""
+    (task / "offset.py").write_text(HONEST.replace("0.0)", "0.0) + 1e-3"))
+    args = (task / "reference.py", task / "offset.py", "--json", *FAST)
+    assert json.loads(stark(*args).stdout)["correct"] is False
+    loose = json.loads(stark(*args, "--atol", "1e-2", "--rtol", "1e-2").stdout)
+    assert loose["correct"] is True, loose["error"]
+    parsed = build_parser().parse_args(["bench", "a.py", "--atol", "2e-3", "--rtol", "0.5"])
+    config = cli.config_from_args(parsed)
+    assert (config.atol, config.rtol) == (2e-3, 0.5)
 
 
 def test_stdout_flood_leaves_the_json_verdict_intact(task: Path) -> None:

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any, Union
 
 from lsprotocol import types
+from pygls.protocol import default_converter
 from pytest_lsp import ClientServerConfig, LanguageClient
+from pytest_lsp.client import DEFAULT_CLIENT_FEATURES, register_lsp_features
 
 SERVER_COMMAND = [sys.executable, "-P", "-m", "stark_lsp"]
 FAKE_ENGINE = Path(__file__).with_name("fake_engine.py")
@@ -77,15 +79,40 @@ def full_capabilities(
     )
 
 
+class RecordingClient(LanguageClient):
+    """pytest-lsp's client that also keeps every publishDiagnostics, with its version
+    (pytest-lsp keeps only the latest diagnostics of each URI)."""
+
+    published: list[types.PublishDiagnosticsParams]
+
+
+def _publish_diagnostics(client: RecordingClient, params: types.PublishDiagnosticsParams) -> None:
+    client.diagnostics[params.uri] = params.diagnostics
+    client.published.append(params)
+
+
+def recording_client() -> RecordingClient:
+    client = RecordingClient(converter_factory=default_converter)
+    client.published = []
+    register_lsp_features(
+        client,
+        {**DEFAULT_CLIENT_FEATURES, types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS: _publish_diagnostics},
+    )
+    return client
+
+
 @dataclass
 class Session:
     """A started server plus everything it sent us."""
 
-    client: LanguageClient
+    client: RecordingClient
     root: Path
     job_updates: list[dict[str, Any]] = field(default_factory=list)
     applied_edits: list[types.ApplyWorkspaceEditParams] = field(default_factory=list)
     apply_answer: bool = True
+
+    def published_for(self, uri: str) -> list[types.PublishDiagnosticsParams]:
+        return [p for p in self.client.published if p.uri == uri]
 
     async def command(self, name: str, *arguments: Any) -> Any:
         return await self.client.workspace_execute_command_async(
@@ -167,7 +194,9 @@ async def lsp_session(
     server's environment."""
     command = [*SERVER_COMMAND, *(server_args or [])]
     server_env = {**os.environ, **env} if env is not None else None
-    client = await ClientServerConfig(server_command=command, server_env=server_env).start()
+    client = await ClientServerConfig(
+        server_command=command, server_env=server_env, client_factory=recording_client
+    ).start()
     _fix_code_action_union(client)
     session = Session(client=client, root=root)
     if configuration is not None:

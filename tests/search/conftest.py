@@ -29,8 +29,16 @@ def get_init_inputs() -> list:
     return []
 """
 
-# Flags that keep each evaluation short on a loaded 2-core machine.
-QUICK = ["--timing-budget", "0.2", "--correctness-trials", "2", "--no-profile"]
+# Flags that keep each evaluation short on a loaded 2-core machine (and skip the
+# torch.compile re-measurement: an Inductor build takes tens of seconds on CPU).
+QUICK = [
+    "--timing-budget",
+    "0.2",
+    "--correctness-trials",
+    "2",
+    "--no-profile",
+    "--no-compile-baseline",
+]
 
 
 @pytest.fixture

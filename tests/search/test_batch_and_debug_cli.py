@@ -31,7 +31,7 @@ def test_batch_runs_each_task_and_summarises(
             "--agent",
             "offline",
             "--rounds",
-            "1",
+            "2",
             "--device",
             "cpu",
             "--out",
@@ -50,12 +50,28 @@ def test_batch_runs_each_task_and_summarises(
     assert set(tasks) == {"000_a_relu", "001_b_tanh", "002_c_broken"}
     assert "lacks a top-level class Model" in tasks["002_c_broken"]["error"]
     for name in ("000_a_relu", "001_b_tanh"):
-        assert tasks[name]["correct"] and tasks[name]["best_speedup"] > 0
+        task = tasks[name]
+        assert task["correct"] and task["best_speedup"] > 0
         assert (run_dir / name / "tree.json").exists()
+        # round 0's offline seed is the reference itself: labelled, never the best
+        assert task["baseline_nodes"] >= 1
+        best = json.loads((run_dir / name / "tree.json").read_text())["tree"]["nodes"][
+            task["best_round"]
+        ]
+        assert best["baseline"] is False
+        # the reported speedup is the fresh re-measurement, with both sides' median and IQR
+        fresh = task["remeasured"]["vs_eager"]
+        assert task["best_speedup"] == fresh["speedup"]
+        assert fresh["baseline_ms"]["median"] > 0 and fresh["candidate_ms"]["iqr"] >= 0
+        assert task["remeasured"]["vs_compile"] is None  # --no-compile-baseline
+        assert task["search_best_speedup"] > 0
+        assert task["llm_calls"] == 0 and task["agent_calls"] >= 1  # offline: no model
     metrics = summary["metrics"]
     assert metrics["tasks"] == 3 and metrics["correct_tasks"] == 2
     assert metrics["fast_0"] == pytest.approx(2 / 3)
     assert metrics["geomean_speedup"] > 0
+    assert 0 <= metrics["wins_beyond_iqr"] <= metrics["correct_tasks"]
+    assert metrics["llm_calls"] == 0 and metrics["agent_calls"] >= 2
 
 
 def test_batch_exits_1_when_every_task_errored(

@@ -16,6 +16,7 @@ from engine.batch import (
     summarize,
     unique_task_ids,
 )
+from engine.trace.sanitize import sanitize_name
 
 
 def outcome(name: str, correct: bool, speedup: float | None) -> TaskOutcome:
@@ -83,7 +84,26 @@ def _empty(tmp_path: Path) -> Path:
 def test_task_ids_are_unique_per_task() -> None:
     paths = [Path("a/relu.py"), Path("b/relu.py"), Path("c/relu-2.py"), Path("gelu.py")]
     assert unique_task_ids(paths) == ["relu", "relu-2", "relu-2-2", "gelu"]
-    assert unique_task_ids([Path("x/../a b.py")])[0].startswith("a_b-")  # safe names
+    assert unique_task_ids([Path("x/../a b.py")]) == ["a_b"]  # safe names, no hash
+
+
+def test_task_ids_carry_no_hash_suffix_as_the_help_says() -> None:
+    """KernelBench's `12_Matmul_with_diagonal_matrices_.py` (trailing underscore) used to
+    become `12_Matmul_with_diagonal_matrices-be914536`; ids are plain stems, -2 on clashes."""
+    paths = [
+        Path("level1/12_Matmul_with_diagonal_matrices_.py"),
+        Path("relu_.py"),
+        Path("relu.py"),
+        Path("x" * 80 + ".py"),
+    ]
+    ids = unique_task_ids(paths)
+    assert ids[:3] == ["12_Matmul_with_diagonal_matrices", "relu", "relu-2"]
+    assert ids[3] == "x" * 60
+    for task_id in ids:  # already safe: TaskDir and the trace keep them as they are
+        assert sanitize_name(task_id) == task_id
+    from engine.batch_cli import __doc__ as help_text
+
+    assert help_text is not None and "no hash suffix" in help_text
 
 
 def test_exit_code_fails_only_when_every_task_errored() -> None:

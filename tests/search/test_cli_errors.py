@@ -131,3 +131,43 @@ def test_batch_and_debug_bad_input(
     ref = write(tmp_path, "ok.py", TINY_REFERENCE)
     code, err = run_cli(["debug", str(tmp_path / "k.py"), "--reference", str(ref)], capsys)
     assert code == 2 and "does not exist" in err
+
+
+@pytest.mark.parametrize("command", ["optimize", "batch"])
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--atol", "0"), ("--atol", "-1"), ("--rtol", "inf"), ("--rtol", "x")]
+)
+def test_bad_tolerances_are_one_line_usage_errors(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    clean_agent_env: None,
+    command: str,
+    flag: str,
+    value: str,
+) -> None:
+    ref = write(tmp_path, "ok.py", TINY_REFERENCE)
+    with pytest.raises(SystemExit) as exit_:
+        main([command, str(ref), "--agent", "offline", flag, value])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2
+    assert len(err.splitlines()) == 1 and f"argument {flag}: " in err, err
+    assert "number" in err
+
+
+def test_tolerances_flow_into_the_eval_config_and_the_summary(tmp_path: Path) -> None:
+    from engine.cli import build_parser
+    from engine.optimize_cli import search_config_from_args
+    from tests.search.test_remeasure import Agent, Bench, search_for
+    from tests.search.test_search_fixes import SEED, correct
+
+    for command in ("optimize", "batch"):
+        args = build_parser().parse_args([command, "r.py", "--atol", "1e-3", "--rtol", "2e-2"])
+        config = search_config_from_args(args)
+        assert (config.eval_config.atol, config.eval_config.rtol) == (1e-3, 2e-2)
+        assert config.compile_baseline is True
+        no_compile = build_parser().parse_args([command, "r.py", "--no-compile-baseline"])
+        assert search_config_from_args(no_compile).compile_baseline is False
+    search, _ = search_for(tmp_path / "task", Agent(SEED, SEED), Bench(correct(1.2)), 1)
+    search.config.eval_config.atol, search.config.eval_config.rtol = 1e-3, 2e-2
+    summary = search.run()
+    assert (summary.atol, summary.rtol) == (1e-3, 2e-2)

@@ -19,6 +19,9 @@ SUMMARY_KEYS = [
     "best_kernel", "correct", "nodes", "correct_nodes", "buggy_nodes", "rounds", "rounds_run",
     "llm_calls", "failed_llm_calls", "prompt_tokens", "completion_tokens", "cost_usd", "agent",
     "model", "device", "seed", "score_trace", "figure", "wall_s",
+    # appended later (older keys keep their order)
+    "search_best_speedup", "remeasured", "baseline_nodes", "agent_calls", "agent_fallback",
+    "atol", "rtol",
 ]  # fmt: skip
 
 

@@ -1,0 +1,86 @@
+"""A copy of the reference is not a kernel: `is_reference_copy` and the `baseline` label."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.agents.transforms import CATALOGUE, render_module
+from engine.equivalence import is_reference_copy
+from tests.search.conftest import TINY_REFERENCE
+
+MODEL_BODY = TINY_REFERENCE.split("class Model(nn.Module):", 1)[1].split("\n\ndef ", 1)[0]
+
+COPIES = {
+    "subclass, pass": TINY_REFERENCE + "\n\nclass ModelNew(Model):\n    pass\n",
+    "subclass, docstring": TINY_REFERENCE + '\n\nclass ModelNew(Model):\n    """Fast!"""\n',
+    "body copied as ModelNew": (
+        "import torch\nimport torch.nn as nn\n\n# my optimised kernel\n"
+        "class ModelNew(nn.Module):" + MODEL_BODY.replace("super().__init__()", "super(ModelNew, self).__init__()")
+    ),
+    "body copied, no type hints": (
+        "import torch\nimport torch.nn as nn\n\n\nclass ModelNew(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n\n"
+        "    def forward(self, x):\n        '''relu, scaled'''\n"
+        "        return torch.relu(x) * 2.0 + 1.0  # fused\n"
+    ),
+    "wraps a Model": TINY_REFERENCE
+    + (
+        "\n\nclass ModelNew(nn.Module):\n    def __init__(self, *args):\n"
+        "        super().__init__()\n        self.inner = Model(*args)\n\n"
+        "    def forward(self, *inputs):\n        return self.inner(*inputs)\n"
+    ),
+    "calls Model.forward": TINY_REFERENCE
+    + (
+        "\n\nclass ModelNew(Model):\n    def forward(self, x):\n"
+        "        return Model.forward(self, x)\n"
+    ),
+    "calls super().forward": TINY_REFERENCE
+    + (
+        "\n\nclass ModelNew(Model):\n    def __init__(self, *a, **k):\n"
+        "        super().__init__(*a, **k)\n\n    def forward(self, *xs):\n"
+        "        out = super().forward(*xs)\n        return out\n"
+    ),
+    "offline seed": render_module(
+        TINY_REFERENCE, [], title="Seed", meta={"role": "seed", "added": [], "removed": []}
+    ),
+}
+
+NOT_COPIES = {
+    "different maths": TINY_REFERENCE
+    + (
+        "\n\nclass ModelNew(nn.Module):\n    def forward(self, x):\n"
+        "        return torch.relu(x).mul_(2.0).add_(1.0)\n"
+    ),
+    "wraps a Model but changes the input": TINY_REFERENCE
+    + (
+        "\n\nclass ModelNew(nn.Module):\n    def __init__(self):\n"
+        "        super().__init__()\n        self.inner = Model()\n\n"
+        "    def forward(self, x):\n        return self.inner(x.contiguous() * 1.0)\n"
+    ),
+    "changes Model, then subclasses it": TINY_REFERENCE.replace("* 2.0", "* 3.0")
+    + "\n\nclass ModelNew(Model):\n    pass\n",
+    "torch.compile wrapper": TINY_REFERENCE
+    + (
+        "\n\nclass ModelNew(Model):\n    def __init__(self):\n        super().__init__()\n"
+        "        self._fast = torch.compile(super().forward)\n\n"
+        "    def forward(self, x):\n        return self._fast(x)\n"
+    ),
+    "no ModelNew": TINY_REFERENCE,
+    "syntax error": "class ModelNew(:\n",
+}
+
+
+@pytest.mark.parametrize("name", list(COPIES))
+def test_copies_of_the_reference_are_recognised(name: str) -> None:
+    assert is_reference_copy(COPIES[name], TINY_REFERENCE), name
+
+
+@pytest.mark.parametrize("name", list(NOT_COPIES))
+def test_real_candidates_are_not_copies(name: str) -> None:
+    assert not is_reference_copy(NOT_COPIES[name], TINY_REFERENCE), name
+
+
+@pytest.mark.parametrize("transform", sorted(CATALOGUE))
+def test_offline_transformations_are_not_copies(transform: str) -> None:
+    code = render_module(TINY_REFERENCE, [transform], title="t", meta={})
+    assert not is_reference_copy(code, TINY_REFERENCE)
