@@ -96,6 +96,7 @@ def run_example(
         "rounds": rounds,
         "nodes": summary.nodes,
         "correct_nodes": summary.correct_nodes,
+        "buggy_nodes": summary.buggy_nodes,  # real failures only: nothing is staged
         "search_s": round(search_s, 1),
         "task_dir": summary.task_dir,
     }
@@ -107,14 +108,14 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
     lines = [
         "| example | best vs eager | plain torch.compile vs eager | best vs torch.compile "
-        "| rounds to best | >= 0.9x better baseline |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| rounds to best | buggy nodes | >= 0.9x better baseline |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
         lines.append(
             f"| {row['example']} | {x(row['best_speedup_vs_eager'])} | "
             f"{x(row['plain_compile_vs_eager'])} | {x(row['best_vs_plain_compile'])} | "
-            f"{row['rounds_to_best']} / {row['rounds']} | "
+            f"{row['rounds_to_best']} / {row['rounds']} | {row['buggy_nodes']} / {row['nodes']} | "
             f"{'yes' if row['meets_target_0.9'] else 'no'} |"
         )
     return "\n".join(lines)

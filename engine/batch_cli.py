@@ -113,6 +113,10 @@ def run(args: argparse.Namespace) -> int:
         "rounds": config.rounds,
         "seed": args.seed,
         "device": args.device,
+        "atol": config.eval_config.atol,
+        "rtol": config.eval_config.rtol,
+        "compile_baseline": config.compile_baseline,
+        "agent_fallback": setup.fallback,
         "references": [str(p) for p in paths],
     }
     progress = RichProgress() if wants_progress(args) else None

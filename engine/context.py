@@ -19,6 +19,7 @@ from engine.tree import StarkNode, StarkTree
 DEFAULT_BUDGET_CHARS = 24_000
 ERROR_TAIL_CHARS = 4_000
 _PLAN_STEP_CHARS = 200
+RECENT_FAILURES = 8  # failed nodes from other branches shown to the planner
 
 
 @dataclass(slots=True)
@@ -112,15 +113,21 @@ def _assemble(
 def summaries_for_plan(
     tree: StarkTree, node: StarkNode, budget: int = DEFAULT_BUDGET_CHARS
 ) -> Context:
-    """Local history (the node's children, then its cousins) and the global leaders, so
-    the planner neither repeats a tried idea nor walks away from what works."""
+    """Local history (the node's children, siblings and cousins), the global leaders and
+    the most recent failures elsewhere, so the planner neither repeats a tried idea (nor one
+    that already failed on another branch) nor walks away from what works."""
     local = [("child", c, False) for c in tree.children_of(node)]
+    local += [("sibling", s, False) for s in tree.siblings(node)]
     local += [("cousin", c, False) for c in tree.cousins(node)]
     leaders = [(f"leader #{i + 1}", n, False) for i, n in enumerate(tree.leaders())]
+    near = {n.node_id for _, n, _ in local} | {node.node_id}
+    failed = [n for n in reversed(tree.nodes.values()) if n.buggy and n.node_id not in near]
+    elsewhere = [("failed", n, False) for n in failed[:RECENT_FAILURES]]
     return _assemble(
         [
             ("Earlier attempts from this node and its neighbours:", local),
             ("Best kernels so far (leaders):", leaders),
+            ("Recent failures elsewhere in the tree:", elsewhere),
         ],
         budget,
     )

@@ -150,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
             )
             try:
                 reply = setup.agent.complete(request)
+                if reply.refusal:  # declined with a reason: nothing to parse or benchmark
+                    raise AgentError(f"could not fix: {reply.refusal}")
                 try:
                     fixed_code = parse_code_reply(reply.text).code
                 except ParseError as exc:

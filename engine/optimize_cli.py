@@ -156,12 +156,6 @@ class AgentSetup:
     fallback: str | None = None  # why --agent auto chose the offline agent
 
 
-AUTO_FALLBACK_REASON = (
-    "no model endpoint configured (no API key or base URL: STARK_API_KEY / OPENAI_API_KEY, "
-    "STARK_BASE_URL / --base-url)"
-)
-
-
 def make_agent_setup(
     kind: str,
     seed: int,
@@ -174,21 +168,20 @@ def make_agent_setup(
 ) -> AgentSetup:
     """Resolve settings, build the agent and, for an endpoint, check it answers."""
     from engine.agents.base import AgentError
-    from engine.agents.factory import make_agent
+    from engine.agents.factory import choose_agent
     from engine.agents.settings import AgentSettings, SettingsError
 
     try:
         settings = AgentSettings.from_env(
             model=model, base_url=base_url, timeout_s=llm_timeout, **(role_overrides or {})
         )
-        agent = make_agent(kind, settings, seed)
+        choice = choose_agent(kind, settings, seed)
     except (SettingsError, ValueError) as exc:
         raise UsageError(str(exc)) from None
-    resolved = getattr(agent, "name", kind)
-    # make_agent picks the offline agent for `auto` only when no endpoint is configured
-    fallback = AUTO_FALLBACK_REASON if kind == "auto" and resolved == "offline" else None
+    agent, resolved = choice.agent, choice.kind
+    fallback = choice.fallback_reason  # set only when `auto` fell back to the offline agent
     if fallback:
-        print(f"stark: note: --agent auto: {fallback}; using the offline agent", file=sys.stderr)
+        print(f"stark: note: --agent auto: {fallback}", file=sys.stderr)
     if resolved != "offline" and preflight and hasattr(agent, "preflight"):
         try:
             for note in agent.preflight():
@@ -319,7 +312,9 @@ def print_summary(summary: TaskSummary, as_json: bool) -> None:
     if summary.agent_calls:
         calls += f", {summary.agent_calls} offline-agent calls"
     copies = summary.baseline_nodes
-    baseline = f", {copies} {'copy' if copies == 1 else 'copies'} of the reference" if copies else ""
+    baseline = (
+        f", {copies} {'copy' if copies == 1 else 'copies'} of the reference" if copies else ""
+    )
     print(
         f"{summary.task_id}: {best_line(summary)}; {summary.correct_nodes}/{summary.nodes} "
         f"nodes correct{baseline}; {calls}"

@@ -255,12 +255,20 @@ class StarkSearch:
             agent_fallback=state.get("agent_fallback"),
         )
         search.tree = StarkTree.from_dict(state["tree"])
+        search._label_baselines()
         search.next_round = int(state["next_round"])
         search.reference_call_s = state.get("reference_call_s")
         search.score_trace = [list(p) for p in state.get("score_trace", [])]
         search.elapsed_s = float(state.get("elapsed_s", 0.0))
         search.finished = bool(state.get("finished")) and search.next_round >= config.rounds
         return search
+
+    def _label_baselines(self) -> None:
+        """Label copies of the reference in a loaded tree (one saved before the label
+        existed has none) and re-derive the best node from the labels."""
+        for node in self.tree.nodes.values():
+            node.baseline = bool(node.code) and is_reference_copy(node.code, self.reference_src)
+        self.tree.recompute_best()
 
     @property
     def best_id(self) -> int | None:
@@ -745,7 +753,7 @@ class StarkSearch:
             ActionType.VERIFY,
             reference_src=self.reference_src,
             candidate_src=node.code,
-            eval_config=self.config.eval_config.to_dict(),
+            eval_config=self.eval_config().to_dict(),
             node_id=node.node_id,
             round=round_,
         )

@@ -1,5 +1,6 @@
-"""The STARK search tree: nodes with their verdicts and prompt artefacts, and the
-epsilon-greedy selection policy that decides which node the next round expands.
+"""The STARK search tree: its nodes (`engine.node.StarkNode`, re-exported here), the best
+kernel, and the epsilon-greedy selection policy that decides which node the next round
+expands.
 
 Everything the search needs to resume lives here and round-trips through JSON
 (`StarkTree.to_dict` / `from_dict`), the RNG state included, so a resumed run makes
@@ -8,158 +9,22 @@ exactly the choices the killed one would have made.
 
 from __future__ import annotations
 
-import json
 import random
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
-from engine.bench.result import EvalResult
+from engine.node import PHASES, Mode, Phase, StarkNode, relative_iqr, score_of
 
-Phase = Literal["seed", "optimize", "debug"]
-Mode = Literal["explore", "exploit"]
-PHASES: tuple[str, ...] = ("seed", "optimize", "debug")
-
-
-def score_of(result: EvalResult | None) -> float:
-    """The search's objective: the measured speedup if the kernel is correct, else 0.
-
-    Incorrect, uncompiled or unmeasured kernels all score 0, so no amount of speed
-    makes a wrong kernel attractive."""
-    if result is None or not result.runnable or result.speedup is None:
-        return 0.0
-    return float(result.speedup)
-
-
-def relative_iqr(result: EvalResult | None) -> float:
-    """Both sides' IQR/median added: how far apart two speedups of this verdict's quality
-    must be before the difference says more than the noise does."""
-    if result is None:
-        return 0.0
-    total = 0.0
-    for side in (result.ref_ms, result.new_ms):
-        if side is not None and side.median > 0:
-            total += side.iqr / side.median
-    return total
-
-
-@dataclass(slots=True)
-class StarkNode:
-    """One candidate kernel and everything needed to reuse its history in prompts."""
-
-    node_id: int
-    parent_id: int | None
-    code: str
-    code_path: Path | None = None
-    metrics: EvalResult | None = None
-    score: float = 0.0
-    plan_json: str | None = None
-    anchored_code: str | None = None
-    logs: str = ""
-    phase: str = "seed"
-    created_round: int = 0
-    children: list[int] = field(default_factory=list)
-    # Why the node failed before or during benchmarking (parse error, LLM failure,
-    # benchmark error); None for a correct kernel.
-    error: str | None = None
-    # A byte-identical earlier node whose verdict this node reuses (not benchmarked again).
-    reused_from: int | None = None
-    # The code is the reference (or equivalent to it, engine.equivalence): it may be
-    # expanded, but it is never the best kernel and never counts as a win.
-    baseline: bool = False
-
-    def __post_init__(self) -> None:
-        if self.phase not in PHASES:
-            raise ValueError(f"phase must be one of {PHASES}, not {self.phase!r}")
-
-    @property
-    def runnable(self) -> bool:
-        """Compiled and correct: a kernel worth optimising further."""
-        return self.metrics is not None and self.metrics.runnable
-
-    @property
-    def buggy(self) -> bool:
-        """Anything that is not runnable needs a debug round (or pruning)."""
-        return not self.runnable
-
-    @property
-    def speedup(self) -> float | None:
-        return self.metrics.speedup if self.runnable and self.metrics else None
-
-    @property
-    def noisy(self) -> bool:
-        """The benchmarker flagged either side's timing as too spread to trust closely."""
-        return self.metrics is not None and "noisy" in self.metrics.flags
-
-    @property
-    def plan(self) -> dict[str, Any] | None:
-        if not self.plan_json:
-            return None
-        try:
-            value = json.loads(self.plan_json)
-        except ValueError:
-            return None
-        return value if isinstance(value, dict) else None
-
-    def plan_title(self) -> str:
-        plan = self.plan
-        return str(plan.get("title", "")) if plan else ""
-
-    def header(self) -> str:
-        """One line that identifies the node in prompts and logs."""
-        parent = "-" if self.parent_id is None else str(self.parent_id)
-        if self.runnable:
-            verdict = f"correct, speedup {self.score:.2f}x"
-            if self.baseline:
-                verdict += " (a copy of the reference: the baseline, not a kernel)"
-        else:
-            verdict = f"FAILED: {self.error or 'unknown error'}"
-        title = self.plan_title()
-        plan = f' plan "{title}"' if title else ""
-        return (
-            f"node {self.node_id} ({self.phase}, round {self.created_round}, "
-            f"parent {parent}){plan}: {verdict}"
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "node_id": self.node_id,
-            "parent_id": self.parent_id,
-            "code": self.code,
-            "code_path": str(self.code_path) if self.code_path else None,
-            "metrics": self.metrics.to_dict() if self.metrics else None,
-            "score": self.score,
-            "plan_json": self.plan_json,
-            "anchored_code": self.anchored_code,
-            "logs": self.logs,
-            "phase": self.phase,
-            "created_round": self.created_round,
-            "children": list(self.children),
-            "error": self.error,
-            "reused_from": self.reused_from,
-            "baseline": self.baseline,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> StarkNode:
-        metrics = data.get("metrics")
-        return cls(
-            node_id=int(data["node_id"]),
-            parent_id=data.get("parent_id"),
-            code=data.get("code", ""),
-            code_path=Path(data["code_path"]) if data.get("code_path") else None,
-            metrics=EvalResult.from_dict(metrics) if metrics else None,
-            score=float(data.get("score", 0.0)),
-            plan_json=data.get("plan_json"),
-            anchored_code=data.get("anchored_code"),
-            logs=data.get("logs", ""),
-            phase=data.get("phase", "seed"),
-            created_round=int(data.get("created_round", 0)),
-            children=[int(c) for c in data.get("children", [])],
-            error=data.get("error"),
-            reused_from=data.get("reused_from"),
-            baseline=bool(data.get("baseline", False)),
-        )
+__all__ = [
+    "PHASES",
+    "Mode",
+    "Phase",
+    "Selection",
+    "StarkNode",
+    "StarkTree",
+    "relative_iqr",
+    "score_of",
+]
 
 
 @dataclass(slots=True)
@@ -306,6 +171,14 @@ class StarkTree:
         a noisy newcomer only on a margin beyond its noise (`beats_best`)."""
         return None if self.best_id is None else self.nodes[self.best_id]
 
+    def recompute_best(self) -> None:
+        """Replay the best-node rule in node order (after labels changed, or for a tree
+        saved before the best was tracked); the same nodes give the same best."""
+        self.best_id = None
+        for node_id in sorted(self.nodes):
+            if self.beats_best(self.nodes[node_id]):
+                self.best_id = node_id
+
     def reemits(self) -> dict[int, int]:
         """For each failed node whose exact code later nodes re-emitted: how many did."""
         counts: dict[int, int] = {}
@@ -406,10 +279,8 @@ class StarkTree:
         tree.leader_ids = [int(i) for i in data.get("leader_ids", [])]
         if "best_id" in data:
             tree.best_id = data["best_id"]
-        else:  # a tree saved before the best was tracked: replay the rule in node order
-            for node_id in sorted(tree.nodes):
-                if tree.beats_best(tree.nodes[node_id]):
-                    tree.best_id = node_id
+        else:  # a tree saved before the best was tracked
+            tree.recompute_best()
         version, internal, gauss = data["rng_state"]
         tree.rng.setstate((version, tuple(internal), gauss))
         return tree

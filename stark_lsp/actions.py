@@ -1,7 +1,8 @@
 """Code actions: "Fix with STARK debug agent" on a failing kernel's diagnostics,
-"Optimize with STARK" on a reference, "Apply best kernel (1.84x faster)" when a
-job found a kernel faster than the reference (speedup > 1; a slower "best" is
-not offered), and the debug agent's proposed fix as an edit to accept."""
+"Optimize with STARK" on a reference, "Apply best kernel (1.31x vs eager,
+re-measured)" when a job's best kernel was re-measured faster than eager beyond the
+noise (stark_lsp.best; a provisional, slower or within-noise "best" is not offered),
+and the debug agent's proposed fix as an edit to accept."""
 
 from __future__ import annotations
 
@@ -105,13 +106,15 @@ async def code_actions(
                     ),
                 )
             )
+        best = job.best if job is not None else None
         if (
             job is not None
             and job.best_kernel is not None
-            and commands.is_faster(job.best_speedup)
+            and best is not None
+            and best.faster
             and _wanted(KIND_APPLY_BEST, only)
         ):
-            title = f"Apply best kernel ({job.best_speedup:.2f}x faster)"
+            title = f"Apply {best.apply_label()}"
             actions.append(
                 types.CodeAction(
                     title=title,

@@ -177,6 +177,7 @@ async def start_optimize(
     )
     if settings.epsilon is not None:
         argv += ["--epsilon", str(settings.epsilon)]
+    argv += config.tolerance_args(settings)
     argv += list(settings.optimize_args)
     job = Job(
         id=server.jobs.new_id(),
@@ -212,7 +213,13 @@ async def start_verify(
     )
     kernel_source = server.materialize(kernel, server.open_uri_for(kernel) or path_to_uri(kernel))
     argv = server.engine_argv(
-        "bench", str(ref_source), str(kernel_source), "--device", device, "--json"
+        "bench",
+        str(ref_source),
+        str(kernel_source),
+        "--device",
+        device,
+        *config.tolerance_args(server.settings),
+        "--json",
     )
     job = Job(
         id=server.jobs.new_id(),
@@ -324,7 +331,8 @@ async def apply_best(server: StarkLanguageServer, *arguments: Any) -> dict[str, 
         ) from exc
     target = applied_kernel_path(job.reference)
     code = edits.with_reference_comment(code, target, job.reference)
-    label = best_kernel_label(job.best_speedup)
+    best = job.best
+    label = best.apply_label() if best is not None else "best kernel (speedup unknown)"
     applied = await edits.write_file_via_client(
         server, target, code, f"STARK: apply {label} from {job.id}"
     )
@@ -337,20 +345,6 @@ async def apply_best(server: StarkLanguageServer, *arguments: Any) -> dict[str, 
                 best.result, job.id, job.best_node, _trace_links(best.trace_files), job.reference
             )
     return {"applied": applied.applied, "uri": path_to_uri(target), "failureReason": applied.reason}
-
-
-def is_faster(speedup: float | None) -> bool:
-    """Only a kernel that beats the reference is offered as an improvement."""
-    return speedup is not None and speedup > 1.0
-
-
-def best_kernel_label(speedup: float | None) -> str:
-    """What the confirmation says: never "faster" for a kernel that is not."""
-    if speedup is None:
-        return "best kernel (speedup unknown)"
-    if is_faster(speedup):
-        return f"best kernel ({speedup:.2f}x faster)"
-    return f"best kernel ({speedup:.2f}x: not faster than the reference)"
 
 
 async def apply_fix(server: StarkLanguageServer, *arguments: Any) -> dict[str, Any]:

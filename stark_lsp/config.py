@@ -52,6 +52,10 @@ class Settings:
     base_url: str | None = None
     rounds: int = 10
     epsilon: float | None = None
+    # correctness tolerances for optimize and verify jobs (`--atol`/`--rtol`); None: the
+    # benchmarker's default for the output dtype
+    atol: float | None = None
+    rtol: float | None = None
     device: str = "auto"
     seed: int = 0
     max_concurrent_jobs: int = 2
@@ -140,6 +144,34 @@ def _as_epsilon(value: Any) -> float | None:
     return float(value)
 
 
+def _as_tolerance(name: str):
+    def convert(value: Any) -> float | None:
+        if value is None:
+            return None
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not 0 < value < float("inf")  # NaN fails both comparisons
+        ):
+            raise SettingsError(
+                f"stark.{name} must be a positive number (e.g. 1e-3), or null for the "
+                f"default of the output's dtype, not {value!r}"
+            )
+        return float(value)
+
+    return convert
+
+
+def tolerance_args(settings: Settings) -> list[str]:
+    """`--atol X --rtol Y` for the tolerances that are set (`stark optimize` and `stark
+    bench` accept them; unset means the engine's dtype default)."""
+    args: list[str] = []
+    for flag, value in (("--atol", settings.atol), ("--rtol", settings.rtol)):
+        if value is not None:
+            args += [flag, repr(value)]
+    return args
+
+
 def _as_optimize_args(value: Any) -> tuple[str, ...]:
     """`["--timeout", "60", "--no-profile", "--n-child=2"]`: known flags, valid values."""
     args = _as_str_list("optimizeArgs")(value)
@@ -191,6 +223,8 @@ _KEYS: dict[str, tuple[str, Any]] = {
     "baseUrl": ("base_url", _as_optional_str("baseUrl")),
     "rounds": ("rounds", _as_int("rounds", 1, 1000)),
     "epsilon": ("epsilon", _as_epsilon),
+    "atol": ("atol", _as_tolerance("atol")),
+    "rtol": ("rtol", _as_tolerance("rtol")),
     "device": ("device", _as_choice("device", DEVICES)),
     "seed": ("seed", _as_int("seed", 0, 2**31 - 1)),
     "maxConcurrentJobs": ("max_concurrent_jobs", _as_int("maxConcurrentJobs", 1, 64)),

@@ -10,7 +10,7 @@ import logging
 
 from lsprotocol import types
 
-from stark_lsp import config
+from stark_lsp import config, textdoc
 from stark_lsp.server import StarkLanguageServer
 
 log = logging.getLogger(__name__)
@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 def register(server: StarkLanguageServer) -> None:
     @server.feature(types.INITIALIZE)
     def on_initialize(ls: StarkLanguageServer, params: types.InitializeParams) -> None:
+        textdoc.install(ls.workspace)  # pygls has just created it; edits of big files
         ls.apply_settings(params.initialization_options, config.INIT_OPTIONS)
 
     @server.feature(types.INITIALIZED)

@@ -1,5 +1,7 @@
 """Hover on `class ModelNew`: the last verdict (speedup, median ± IQR of both
-sides, errors, flags) with links to its trace; on `class Model`: the job."""
+sides, errors, flags) with links to its trace; on `class Model`: the last job, with
+its best kernel's figure (provisional, or re-measured with both sides' median ± IQR:
+stark_lsp.best)."""
 
 from __future__ import annotations
 
@@ -77,6 +79,9 @@ async def hover(ls: StarkLanguageServer, uri: str, position: types.Position) -> 
         if job is None:
             return None
         text = f"**STARK {job.id}** ({job.state}): {progress_message(job)}"
+        best = job.best
+        if best is not None:
+            text += "\n\n" + best.markdown()
         if job.task_dir:
             text += f"\n\ntask directory: [{job.task_dir.name}]({job.task_dir.resolve().as_uri()})"
     if text is None or cls is None:

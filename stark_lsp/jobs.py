@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import json
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -32,7 +33,9 @@ from engine.events import (
     TaskStarted,
     event_from_dict,
 )
+from engine.remeasure import Remeasured
 from stark_lsp import procs
+from stark_lsp.best import BestFigure, best_figure, parse_remeasured
 from stark_lsp.eventcheck import check_event
 
 log = logging.getLogger(__name__)
@@ -97,7 +100,10 @@ class Job:
     artifacts: list[Path] = field(default_factory=list)  # log/verify script written for it
     state: JobState = JobState.QUEUED
     round: int = 0  # rounds finished
-    best_speedup: float | None = None
+    best_speedup: float | None = None  # the engine's latest figure (see `best`)
+    search_best_speedup: float | None = None  # the search's own figure
+    remeasured: Remeasured | None = None  # task_finished's fresh measurement
+    remeasure_reported: bool = False  # the summary had `remeasured` (a newer engine)
     best_kernel: Path | None = None
     best_node: int | None = None
     task_dir: Path | None = None
@@ -129,6 +135,19 @@ class Job:
     @property
     def tree(self) -> list[NodeSnapshot]:
         return [self.nodes[k] for k in sorted(self.nodes)]
+
+    @property
+    def best(self) -> BestFigure | None:
+        """What to show for the best kernel: provisional during the search, the fresh
+        re-measurement after it (stark_lsp.best)."""
+        return best_figure(
+            running_speedup=self.best_speedup if not self.final_event_seen else None,
+            search_speedup=self.search_best_speedup,
+            final=self.final_event_seen,
+            reported_remeasure=self.remeasure_reported,
+            final_speedup=self.best_speedup,
+            remeasured=self.remeasured,
+        )
 
     def resolve(self, path: str | None) -> Path | None:
         """Engine paths may be relative to the task directory."""
@@ -166,22 +185,28 @@ def apply_event(job: Job, event: Event) -> None:
             trace_files=[p for p in (job.resolve(t) for t in event.trace_files) if p],
         )
     elif isinstance(event, BestImproved):
-        job.best_speedup = event.speedup
+        job.best_speedup = job.search_best_speedup = event.speedup
         job.best_node = event.node_id
         job.best_kernel = job.resolve(event.code_path)
     elif isinstance(event, RoundFinished):
         job.round = max(job.round, event.round + 1)
         job.rounds = event.rounds or job.rounds
         if event.best_speedup is not None:
-            job.best_speedup = event.best_speedup
+            job.best_speedup = job.search_best_speedup = event.best_speedup
         for node in event.tree:
             job.nodes[node.id] = node
     elif isinstance(event, TaskFinished):
         job.final_event_seen = True
         summary = event.summary or {}
         job.summary = summary
-        if summary.get("best_speedup") is not None:
-            job.best_speedup = float(summary["best_speedup"])
+        if "remeasured" in summary:  # best_speedup is the fresh figure (or null: failed)
+            job.remeasure_reported = True
+            job.remeasured = parse_remeasured(summary["remeasured"])
+            job.best_speedup = _speedup(summary.get("best_speedup"))
+            search = _speedup(summary.get("search_best_speedup"))
+            job.search_best_speedup = search if search is not None else job.search_best_speedup
+        elif _speedup(summary.get("best_speedup")) is not None:
+            job.best_speedup = _speedup(summary.get("best_speedup"))
         if summary.get("task_dir"):
             job.task_dir = Path(summary["task_dir"])
         if summary.get("best_kernel"):
@@ -190,6 +215,13 @@ def apply_event(job: Job, event: Event) -> None:
     elif isinstance(event, TaskFailed):
         job.final_event_seen = True
         job.error = event.error
+
+
+def _speedup(value: Any) -> float | None:
+    """A summary's speedup field: a finite positive number, else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) and value > 0 else None
 
 
 def parse_debug_output(data: dict[str, Any]) -> DebugOutcome:

@@ -44,6 +44,7 @@ def job_payload(job: Job) -> dict[str, Any]:
             "error": job.verdict.error,
             "flags": list(job.verdict.flags),
         }
+    best = job.best
     return {
         "jobId": job.id,
         "kind": str(job.kind),
@@ -53,7 +54,12 @@ def job_payload(job: Job) -> dict[str, Any]:
         "state": str(job.state),
         "round": job.round,
         "rounds": job.rounds,
-        "bestSpeedup": job.best_speedup,
+        "bestSpeedup": best.speedup if best is not None else None,
+        "bestSource": str(best.source) if best is not None else None,
+        "bestLabel": best.short() if best is not None else None,
+        "bestFaster": best.faster if best is not None else False,
+        "searchBestSpeedup": job.search_best_speedup,
+        "remeasured": job.remeasured.to_dict() if job.remeasured is not None else None,
         "bestNode": job.best_node,
         "bestKernelUri": _uri(job.best_kernel),
         "buggy": job.buggy,

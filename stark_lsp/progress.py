@@ -1,5 +1,6 @@
 """`window/workDoneProgress` per job, when the client supports it: begin when
-the job is queued, a report per change ("round 3/10 · best 1.84x · 2 buggy",
+the job is queued, a report per change ("round 3/10 · best so far 1.84x (search
+figure) · 2 buggy",
 with a percentage), end when it stops. Cancellable: the client's cancel maps
 back to the job through the token."""
 
@@ -27,8 +28,9 @@ def progress_message(job: Job) -> str:
     if job.kind is JobKind.OPTIMIZE:
         shown = job.round if job.state is not JobState.RUNNING else min(job.round + 1, job.rounds)
         parts.append(f"round {shown}/{job.rounds}" if job.rounds else "starting")
-        if job.best_speedup is not None:
-            parts.append(f"best {job.best_speedup:.2f}x")
+        best = job.best
+        if best is not None:
+            parts.append(best.short())
         parts.append(f"{job.buggy} buggy")
     if job.state is JobState.DONE and job.kind is not JobKind.OPTIMIZE and job.verdict:
         verdict = job.verdict

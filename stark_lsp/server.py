@@ -397,11 +397,12 @@ class StarkLanguageServer(LanguageServer):
             log_path = directory / "verify_log.txt"
             log_path.write_text(job.verdict.log or "(no output)\n", encoding="utf-8")
             script = directory / f"verify_{job.kernel.stem}.py"
+            argv = ["bench", str(job.reference), str(job.kernel), "--device", job.device]
+            argv += _tolerance_flags(job.argv)  # the same tolerances as the job
             script.write_text(
                 f'"""Re-run the STARK verification of {job.kernel.name} ({job.id})."""\n'
                 "import sys\n\nfrom engine.cli import main\n\n"
-                f"sys.exit(main(['bench', {str(job.reference)!r}, {str(job.kernel)!r},"
-                f" '--device', {job.device!r}]))\n",
+                f"sys.exit(main({argv!r}))\n",
                 encoding="utf-8",
             )
         except OSError as exc:
@@ -420,7 +421,7 @@ class StarkLanguageServer(LanguageServer):
                 )
             )
         elif job.state is JobState.DONE and job.kind is JobKind.OPTIMIZE:
-            best = f"best {job.best_speedup:.2f}x" if job.best_speedup else "no correct kernel"
+            best = job.best.short() if job.best is not None else "no correct kernel"
             self.window_log_message(
                 types.LogMessageParams(
                     type=types.MessageType.Info,
@@ -441,6 +442,15 @@ class StarkLanguageServer(LanguageServer):
                     log.debug("codeLens refresh failed: %s", exc)
 
             self.background.spawn(refresh(), "codeLens refresh")
+
+
+def _tolerance_flags(argv: list[str]) -> list[str]:
+    """The `--atol`/`--rtol` pairs of a job's command line."""
+    flags: list[str] = []
+    for flag, value in zip(argv, argv[1:], strict=False):
+        if flag in ("--atol", "--rtol"):
+            flags += [flag, value]
+    return flags
 
 
 def _trace_links(paths: list[Path]) -> list[RelatedFile]:

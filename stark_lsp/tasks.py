@@ -122,30 +122,41 @@ def find_reference_comment(source: str) -> ReferenceComment | None:
     if "stark:" not in source:
         return None
     try:
-        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+        # lazily: the comment usually heads the file, so a 5 MB kernel is not tokenized
+        # to its end (pure Python, tens of seconds)
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+            found = _reference_in(tok)
+            if found is not None:
+                return found
+        return None
     except (tokenize.TokenError, SyntaxError, IndentationError):
-        tokens = []
-        for number, text in enumerate(source.splitlines(), start=1):
-            col = text.find("#")
-            if col >= 0 and not text[:col].strip():
-                tokens.append(
-                    tokenize.TokenInfo(
-                        tokenize.COMMENT, text[col:], (number, col), (number, len(text)), text
-                    )
+        pass
+    for number, text in enumerate(source.splitlines(), start=1):
+        col = text.find("#")
+        if col >= 0 and not text[:col].strip():
+            found = _reference_in(
+                tokenize.TokenInfo(
+                    tokenize.COMMENT, text[col:], (number, col), (number, len(text)), text
                 )
-    for tok in tokens:
-        if tok.type != tokenize.COMMENT:
-            continue
-        match = REFERENCE_COMMENT.search(tok.string)
-        if match:
-            col = tok.start[1] + match.start("path")
-            return ReferenceComment(
-                path=match.group("path"),
-                line=tok.start[0] - 1,
-                start=col,
-                end=col + len(match.group("path")),
             )
+            if found is not None:
+                return found
     return None
+
+
+def _reference_in(tok: tokenize.TokenInfo) -> ReferenceComment | None:
+    if tok.type != tokenize.COMMENT:
+        return None
+    match = REFERENCE_COMMENT.search(tok.string)
+    if match is None:
+        return None
+    col = tok.start[1] + match.start("path")
+    return ReferenceComment(
+        path=match.group("path"),
+        line=tok.start[0] - 1,
+        start=col,
+        end=col + len(match.group("path")),
+    )
 
 
 def analyze(source: str) -> DocumentInfo:

@@ -60,9 +60,7 @@ def classify(log: str) -> str:
     In an error tail (`engine.context.error_tail`) only the verdict lines count, so a log
     that merely mentions "timeout" or "compile" cannot change the class."""
     verdict = [
-        line
-        for line in (log or "").splitlines()
-        if line.startswith(("error: ", "benchmarker: "))
+        line for line in (log or "").splitlines() if line.startswith(("error: ", "benchmarker: "))
     ]
     text = "\n".join(verdict) if verdict else (log or "")
     for name, pattern in _CLASSES:

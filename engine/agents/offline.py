@@ -478,8 +478,12 @@ def _prior(name: str, features: ReferenceFeatures, device: str) -> float:
         "channels_last": 0.2,
         "cudnn_benchmark": 0.15,
         "cuda_graph": 0.25,
-        "bf16_autocast": 0.3 if features.has_matmul or features.has_conv else 0.0,
-        "fp16": 0.3,
+        # Lower precision pays on GPU tensor cores; on a CPU fp16 math is mostly converted
+        # back and forth, and bf16 helps only GEMM/conv units that support it.
+        "bf16_autocast": (0.3 if device == "cuda" else 0.15)
+        if features.has_matmul or features.has_conv
+        else 0.0,
+        "fp16": 0.3 if device == "cuda" else 0.0,
         "tf32": 0.3 if features.has_matmul or features.has_conv else 0.0,
     }
     return priors[name]

@@ -31,7 +31,8 @@ USAGE = (
     "stark bench [REFERENCE] CANDIDATE [--device auto|cpu|cuda] [--json]\n"
     "                   [--correctness-trials N] [--timing-trials N] [--threads N]\n"
     "                   [--timeout SECONDS] [--compile-timeout SECONDS] [--atol X] [--rtol X]\n"
-    "                   [--profile] [--keep-workdir]"
+    "                   [--timing-budget SECONDS] [--profile] [--profile-timeout SECONDS]\n"
+    "                   [--keep-workdir]"
 )
 
 
@@ -113,6 +114,20 @@ def register(subparsers: Any) -> None:
         help="limit for importing it, load_inline builds included (default: %(default)s)",
     )
     parser.add_argument(
+        "--timing-budget",
+        type=_positive_seconds,
+        default=defaults.timing_budget_s,
+        metavar="SECONDS",
+        help="seconds per side the adaptive timing may spend (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--profile-timeout",
+        type=_positive_seconds,
+        default=defaults.profile_timeout_s,
+        metavar="SECONDS",
+        help="limit for --profile; a profile that runs over is skipped (default: %(default)s)",
+    )
+    parser.add_argument(
         "--threads",
         type=_positive_int,
         default=None,
@@ -172,6 +187,8 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
             timing_trials=args.timing_trials,
             run_timeout_s=args.timeout,
             compile_timeout_s=args.compile_timeout,
+            timing_budget_s=args.timing_budget,
+            profile_timeout_s=args.profile_timeout,
             num_threads=args.threads,
             atol=args.atol,
             rtol=args.rtol,

@@ -66,6 +66,7 @@ class RunPlan:
     profile_deadline_s: float
 
     configured_timeout_s: float  # the caller's run_timeout_s (--timeout)
+    configured_min_rounds: int  # the caller's min_timing_trials
 
     @property
     def raised(self) -> bool:
@@ -115,6 +116,7 @@ def plan_run(config: EvalConfig, call_s: float | None) -> RunPlan:
         warmup_base_s=max(config.run_timeout_s, SAFETY_FACTOR * CALLS_PER_FIRST_CALL * c),
         profile_deadline_s=profile_need,
         configured_timeout_s=config.run_timeout_s,
+        configured_min_rounds=config.min_timing_trials,
     )
 
 
@@ -147,8 +149,8 @@ def deadline_note(plan: RunPlan) -> str | None:
         )
     if plan.rounds_reduced:
         parts.append(
-            f"timing uses at least {plan.min_timing_rounds} rounds (not the configured "
-            "minimum) to fit --timing-budget"
+            f"timing uses at least {plan.min_timing_rounds} rounds instead of "
+            f"{plan.configured_min_rounds} to fit --timing-budget ({_per_call(plan)})"
         )
     return "; ".join(parts) if parts else None
 

@@ -559,7 +559,7 @@ def memory_error(outcome: WorkerOutcome) -> tuple[str, str]:
     only the reference ran, so that is the reference's verdict, never the candidate's."""
     memory = outcome.memory
     assert memory is not None
-    limit, peak = gib(memory.limit_bytes), gib(memory.peak_bytes)
+    limit, peak = gib(memory.limit_bytes), gib(memory.peak_bytes, exact=True)
     if memory.phase in ("start", "reference"):
         return "reference", (
             f"the reference alone exceeded the memory limit of {limit} resident (peak {peak}) "
@@ -569,7 +569,7 @@ def memory_error(outcome: WorkerOutcome) -> tuple[str, str]:
     during = PHASE_TITLES.get(memory.phase, memory.phase)
     return "runtime", (
         f"candidate exceeded the memory limit of {limit} resident (peak {peak}, during "
-        f"{during}; the reference alone peaked at {gib(memory.reference_peak_bytes)}); "
+        f"{during}; the reference alone peaked at {gib(memory.reference_peak_bytes, exact=True)}); "
         "process group killed"
     )
 

@@ -76,8 +76,9 @@ def address_space_cap(limit_bytes: int, current_vm_bytes: int, cpus: int | None 
     return current_vm_bytes + limit_bytes + RESERVE_FIXED + count * RESERVE_PER_CPU
 
 
-def gib(n_bytes: float) -> str:
-    return f"{n_bytes / GIB:.1f} GiB"
+def gib(n_bytes: float, exact: bool = False) -> str:
+    """A size in GiB: short for a limit (0.5, 2), two decimals for a measured peak."""
+    return f"{n_bytes / GIB:.2f} GiB" if exact else f"{n_bytes / GIB:.3g} GiB"
 
 
 @dataclass(slots=True)

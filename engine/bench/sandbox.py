@@ -462,6 +462,7 @@ class _Watch:
         self.kill_at: float | None = None
         self.dump_offset: int | None = None
         self.run_started: float | None = None
+        self.hard_deadline = 0.0
         self.entered: list[tuple[str, float]] = []  # (phase, when), in order
 
     def outcome(self, status: int | None, now: float, start: float) -> WorkerOutcome:
@@ -490,7 +491,7 @@ class _Watch:
         start = time.monotonic()
         sandbox._send({"id": request_id, "dir": str(self.eval_dir)})
         deadline = start + self.config.compile_timeout_s + SERVER_START_TIMEOUT_S
-        hard_deadline = deadline
+        self.hard_deadline = deadline
         reap_deadline: float | None = None
         while True:
             try:
@@ -507,7 +508,7 @@ class _Watch:
                     self.worker_started = now
                     self.tree = TreeWatch(self.pid)
                     self.clock.enter("start", now)
-                    hard_deadline = now + self.wall_limit()
+                    self.hard_deadline = now + self.wall_limit()
             if self.pid is None:
                 if now > deadline:
                     sandbox.close()
@@ -526,7 +527,7 @@ class _Watch:
                 if self.check_memory(now):
                     reap_deadline = now + 30.0
                     continue
-            if now > self.clock.deadline or now > hard_deadline:
+            if now > self.clock.deadline or now > self.hard_deadline:
                 self.timed_out = self.clock.phase
                 self.request_stack_dump()
                 self.kill_at = now + DUMP_GRACE_S
@@ -573,6 +574,8 @@ class _Watch:
         span = now - (self.reference_started or self.worker_started)
         measured = min(reported, span) if reported == reported and reported >= 0 else None
         self.clock.plan = plan_run(self.config, reference_estimate(self.config, measured))
+        # Bounded still: the estimate is at most the reference phase's own span.
+        self.hard_deadline = self.worker_started + self.wall_limit()
 
     def check_memory(self, now: float) -> bool:
         """Kill the group if the tree's resident memory passed the limit; True if it did."""

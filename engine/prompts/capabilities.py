@@ -160,9 +160,7 @@ def capabilities_for(device: Device, installed: frozenset[str] = frozenset()) ->
     """The capabilities a prompt for `device` offers; those that `need` a package not in
     `installed` are left out (the prompt then says the package is missing)."""
     return [
-        c
-        for c in CAPABILITIES
-        if device in c.devices and (c.needs is None or c.needs in installed)
+        c for c in CAPABILITIES if device in c.devices and (c.needs is None or c.needs in installed)
     ]
 
 

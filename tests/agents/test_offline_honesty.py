@@ -353,9 +353,7 @@ def test_a_move_that_failed_is_not_proposed_again_on_the_fixed_parent() -> None:
     though X is not in D's plan history (the header of D remembers it)."""
     tree, _, fixed = _tree_with_a_failed_fp16()
     records = records_from_meta(read_header(fixed.code))
-    assert [(r.transform, r.base, r.failure_class) for r in records] == [
-        ("fp16", (), "numerics")
-    ]
+    assert [(r.transform, r.base, r.failure_class) for r in records] == [("fp16", (), "numerics")]
     for plan in _plans_on(tree, fixed):
         assert "fp16" not in plan["transformations"], plan["title"]
 
@@ -433,4 +431,60 @@ def test_a_precision_change_that_broke_the_numerics_is_not_tried_on_another_bran
         child = _code(agent.complete(_request(Role.CODE, parent_code=compiled, plan=plan)))
         _node(tree, branch.node_id, child, "optimize", speedup=2.0)
     for plan in _plans_on(tree, branch):
+        assert "fp16" not in plan["transformations"], plan["title"]
+
+
+@pytest.mark.slow
+def test_stark_debug_reports_the_refusal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`stark debug --agent offline` on a user's kernel it cannot fix: the report says so,
+    and proposes no code (the old agent proposed the reference as the "fix")."""
+    from engine.cli import main
+
+    reference, kernel = tmp_path / "ref.py", tmp_path / "kernel.py"
+    reference.write_text(TINY)
+    kernel.write_text(
+        "import torch\nimport torch.nn as nn\n\n\n"
+        "class ModelNew(nn.Module):\n"
+        "    def forward(self, x):\n"
+        "        return torch.relu(x) * 3.0\n"
+    )
+    args = ["debug", str(kernel), "--reference", str(reference), "--agent", "offline"]
+    code = main([*args, "--device", "cpu", "--timing-budget", "0.5", "--json"])
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 1 and report["fixed_code"] is None and report["fixed"] is None
+    assert report["error"].startswith("debug agent: could not fix: a numerics failure")
+
+
+def test_a_failed_sibling_stops_the_same_precision_move_next_door() -> None:
+    """Measured on examples/elementwise_chain.py (5 rounds, before this fix): fp16 on C =
+    compile:default failed (mismatch), then fp16 on C's sibling-to-be inference_mode +
+    compile:default failed the same way. The sibling's failure now reaches the planner."""
+    agent = OfflineAgent(0)
+    tree = StarkTree(root_limit=10)
+    seed = _code(agent.complete(_request(Role.SEED, round=0)))
+    root = _node(tree, None, seed, "seed")
+
+    def child(parent: StarkNode, transforms: list[str], **facts: object) -> StarkNode:
+        plan = {
+            "title": f"add {transforms[-1]} -> {' + '.join(transforms)}",
+            "steps": ["s"],
+            "transformations": transforms,
+        }
+        code = _code(agent.complete(_request(Role.CODE, parent_code=parent.code, plan=plan)))
+        return _node(tree, parent.node_id, code, "optimize", plan_json=json.dumps(plan), **facts)
+
+    compiled = child(root, ["compile:default"], speedup=2.0)
+    mismatch = "output 0: mismatch, max abs err 0.00128 exceeds atol=0.0001 rtol=0.0001"
+    child(compiled, ["compile:default", "fp16"], error=mismatch)
+    both = child(compiled, ["inference_mode", "compile:default"], speedup=1.9)
+    for plan in _plans_on(tree, both):
+        assert "fp16" not in plan["transformations"], plan["title"]
+    # and from an unrelated branch, through the "recent failures elsewhere" section
+    branch = child(root, ["inference_mode"], speedup=1.0)
+    other = child(branch, ["inference_mode", "compile:max-autotune-no-cudagraphs"], speedup=1.8)
+    history = ctx.summaries_for_plan(tree, other)
+    assert "Recent failures elsewhere in the tree:" in history.text
+    for plan in _plans_on(tree, other):
         assert "fp16" not in plan["transformations"], plan["title"]

@@ -20,7 +20,7 @@ from .conftest import candidate, ref
 
 pytestmark = pytest.mark.timeout(240)
 
-SCALE_ADD_MODEL = '''
+SCALE_ADD_MODEL = """
 import time
 import torch
 from torch import nn
@@ -47,7 +47,7 @@ def get_inputs() -> list[torch.Tensor]:
 
 def get_init_inputs() -> list[int]:
     return [D]
-'''
+"""
 
 
 def reference_with(before_return: str) -> str:
@@ -146,9 +146,7 @@ def test_endless_first_call_meets_the_run_deadline_not_the_compile_one(
 ) -> None:
     fast_config.run_timeout_s, fast_config.compile_timeout_s = 5.0, 300.0
     start = time.monotonic()
-    result = benchmarker.evaluate(
-        ref("scale_add"), candidate_with("while True: pass"), fast_config
-    )
+    result = benchmarker.evaluate(ref("scale_add"), candidate_with("while True: pass"), fast_config)
     elapsed = time.monotonic() - start
     assert (result.compiled, result.stage) == (True, "timeout"), result.summary()
     assert elapsed < 5.0 + 10.0, elapsed
@@ -172,7 +170,7 @@ def cold_inductor_bench(tmp_path: Path) -> Iterator[Benchmarker]:
         bench.close()
 
 
-INDUCTOR_CANDIDATE = '''
+INDUCTOR_CANDIDATE = """
 import torch
 from torch import nn
 
@@ -195,7 +193,7 @@ class ModelNew(nn.Module):
         if fused is None:
             fused = torch.compile(_scale_add_relu)  # Inductor: generates and builds C++
         return fused(x, self.w, self.b)
-'''
+"""
 
 
 def phase_seconds(log: str, phase: str) -> float:
@@ -237,9 +235,11 @@ def test_a_slow_reference_raises_the_run_deadline_and_reduces_rounds(
     fast_config.correctness_trials = 3
     fast_config.timing_trials = None
     fast_config.timing_budget_s = 1.0
+    fast_config.profile = True
     slow = reference_with("time.sleep(0.5)")
     result = benchmarker.evaluate(slow, candidate("honest"), fast_config)
     assert result.correct, result.summary() + result.log[-2000:]
+    assert result.profile, "the profiler had its own budget and finished"
     assert {"run_deadline_raised", "timing_rounds_reduced"} <= set(result.flags)
     assert "run deadline raised to" in result.log and "~0.5 s per call" in result.log
     assert result.ref_ms is not None and result.ref_ms.n >= 5
@@ -249,13 +249,9 @@ def test_a_slow_reference_raises_the_run_deadline_and_reduces_rounds(
 def test_a_profiler_timeout_keeps_the_verdict(
     benchmarker: Benchmarker, fast_config: EvalConfig
 ) -> None:
-    hang_when_profiled = (
-        "while torch.autograd.profiler._is_profiler_enabled: time.sleep(0.05)"
-    )
+    hang_when_profiled = "while torch.autograd.profiler._is_profiler_enabled: time.sleep(0.05)"
     fast_config.profile, fast_config.profile_timeout_s = True, 2.0
-    result = benchmarker.evaluate(
-        ref("scale_add"), candidate_with(hang_when_profiled), fast_config
-    )
+    result = benchmarker.evaluate(ref("scale_add"), candidate_with(hang_when_profiled), fast_config)
     assert result.correct, result.summary() + result.log[-2000:]
     assert "profile_skipped" in result.flags and result.profile is None
     assert result.trials_passed == 5 and result.ref_ms is not None
@@ -280,6 +276,35 @@ def test_a_timing_timeout_names_the_phase_and_keeps_the_trials(
     assert result.trials_passed == 5 and result.correctness_trials == 5
     assert result.max_abs_err is not None
     assert result.error_location is not None and result.error_location.function == "forward"
+
+
+HANG_IN_FINAL_CHECKS = """
+import sys
+
+
+def _inside(name):
+    frame = sys._getframe()
+    while frame is not None:
+        if frame.f_code.co_name == name:
+            return True
+        frame = frame.f_back
+    return False
+"""
+
+
+def test_a_timeout_after_timing_keeps_the_timings(
+    benchmarker: Benchmarker, fast_config: EvalConfig
+) -> None:
+    source = HANG_IN_FINAL_CHECKS + candidate_with(
+        'while _inside("fresh_input_trial"): time.sleep(0.05)'
+    )
+    fast_config.run_timeout_s = 3.0
+    result = benchmarker.evaluate(ref("scale_add"), source, fast_config)
+    assert (result.correct, result.stage) == (False, "timeout"), result.summary()
+    assert result.error.startswith("final checks timed out after 3s"), result.error
+    assert result.trials_passed == 5
+    assert result.ref_ms is not None and result.new_ms is not None
+    assert result.ref_ms.n == fast_config.timing_trials
 
 
 def test_a_reference_that_hangs_is_the_references_verdict(
@@ -323,3 +348,17 @@ def test_the_log_dump_is_only_believed_after_the_kill_request(tmp_path: Path) ->
     assert side_running(cand_dump, refp, cand) == "candidate"
     location = crash_location(cand_dump, cand)
     assert location is not None and location.line == 4
+
+
+def test_bench_cli_passes_timing_budget_and_profile_timeout() -> None:
+    import argparse
+
+    from engine.bench.cli import config_from_args, register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(
+        ["bench", "c.py", "--timing-budget", "1.5", "--profile", "--profile-timeout", "12"]
+    )
+    config = config_from_args(args)
+    assert (config.timing_budget_s, config.profile, config.profile_timeout_s) == (1.5, True, 12.0)

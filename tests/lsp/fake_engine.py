@@ -3,8 +3,17 @@
 
 It records what the server gave it (`DIR/env_<subcommand>.json`,
 `DIR/argv_<subcommand>.json`) and answers like the engine would, with a few
-malformed event lines mixed into the optimize stream. `DIR/scenario.json` sets
-the best speedup it reports (default 1.5)."""
+malformed event lines mixed into the optimize stream. `DIR/scenario.json` sets:
+
+- `speedup`: the search's best speedup (default 1.5);
+- `remeasured_speedup` (default: `speedup`) and `beyond_iqr` (default true): the fresh
+  measurement vs eager that `task_finished` reports (docs/events.md);
+- `remeasure_error`: the re-measurement failed with this message (no figure);
+- `vs_compile_speedup`: also a comparison against torch.compile;
+- `legacy`: true for the summary of an engine without re-measurement (no `remeasured`,
+  no `search_best_speedup`);
+- `hold_s`: at most this many seconds between the last round and the end, or until the
+  file `DIR/release` appears (to look at a running job)."""
 
 from __future__ import annotations
 
@@ -46,6 +55,47 @@ def emit(event: str, **fields: object) -> None:
     print(json.dumps({"event": event, "task_id": "t", "ts": time.time(), **fields}), flush=True)
 
 
+def comparison(speedup: float, beyond_iqr: bool) -> dict:
+    """A re-measurement against one baseline: 2 ms for the baseline, its IQRs apart from
+    the kernel's (or overlapping when not `beyond_iqr`)."""
+    base, cand = 2.0, 2.0 / speedup
+    iqr = 0.02 if beyond_iqr else abs(base - cand) * 4 + 0.2
+    return {
+        "speedup": speedup,
+        "baseline_ms": {"median": base, "iqr": iqr},
+        "candidate_ms": {"median": cand, "iqr": iqr},
+        "beyond_iqr": beyond_iqr,
+        "noisy": not beyond_iqr,
+    }
+
+
+def final_summary(scenario: dict, task_dir: Path, speedup: float) -> dict:
+    summary = {
+        "best_speedup": speedup,
+        "best_kernel": str(task_dir / "code" / "node_0001.py"),
+        "task_dir": str(task_dir),
+    }
+    if scenario.get("legacy"):
+        return summary
+    if scenario.get("remeasure_error"):
+        remeasured = {"vs_eager": None, "vs_compile": None, "error": scenario["remeasure_error"]}
+        summary["best_speedup"] = None
+    else:
+        fresh = float(scenario.get("remeasured_speedup", speedup))
+        beyond = bool(scenario.get("beyond_iqr", True))
+        compiled = scenario.get("vs_compile_speedup")
+        remeasured = {
+            "vs_eager": comparison(fresh, beyond),
+            "vs_compile": comparison(float(compiled), beyond) if compiled else None,
+            "error": None,
+        }
+        summary["best_speedup"] = fresh
+    summary.update(
+        search_best_speedup=speedup, remeasured=remeasured, field_from_a_newer_engine=[1, 2]
+    )
+    return summary
+
+
 def optimize(state: Path, args: list[str]) -> None:
     scenario_file = state / "scenario.json"
     scenario = json.loads(scenario_file.read_text()) if scenario_file.exists() else {}
@@ -80,12 +130,10 @@ def optimize(state: Path, args: list[str]) -> None:
     emit("node_benchmarked", round=0, node=node, result=result, trace_files=[])
     emit("best_improved", round=0, node_id=1, speedup=speedup, code_path="code/node_0001.py")
     emit("round_finished", round=0, rounds=1, best_speedup=speedup, nodes=1, buggy=0, tree=[node])
-    summary = {
-        "best_speedup": speedup,
-        "best_kernel": str(task_dir / "code" / "node_0001.py"),
-        "task_dir": str(task_dir),
-    }
-    emit("task_finished", summary=summary)
+    hold_until = time.monotonic() + float(scenario.get("hold_s", 0))
+    while time.monotonic() < hold_until and not (state / "release").exists():
+        time.sleep(0.05)
+    emit("task_finished", summary=final_summary(scenario, task_dir, speedup))
 
 
 def main() -> int:

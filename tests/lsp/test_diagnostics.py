@@ -32,6 +32,8 @@ class ModelNew(nn.Module):
         return x
 '''
 
+# A runtime error the offline debug agent repairs with a targeted edit (`.view(` on a
+# non-contiguous tensor -> `.reshape(`); it no longer swaps in the reference.
 RUNTIME_KERNEL = """\
 # stark: reference=tiny_ref.py
 import torch
@@ -43,9 +45,9 @@ class ModelNew(nn.Module):
         super().__init__()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = x * 1.5 + 0.25
-        raise RuntimeError("kernel launch failed: bad grid")
-        return y
+        y = torch.relu(x * 1.5 + 0.25) * torch.sigmoid(x)
+        flat = y.t().view(-1)
+        return torch.clamp(flat.reshape(y.shape[1], y.shape[0]).t(), -0.5, 2.0)
 """
 
 WRONG_KERNEL = """\
@@ -131,8 +133,8 @@ async def test_failing_kernels_after_verification_and_debug_fix(workspace: Path)
 
         # runtime exception: on the traceback frame in the file
         (runtime,) = verdicts("runtime")
-        assert runtime.range.start.line == _line_of(RUNTIME_KERNEL, "raise RuntimeError")
-        assert "bad grid" in runtime.message
+        assert runtime.range.start.line == _line_of(RUNTIME_KERNEL, "y.t().view(-1)")
+        assert "view size is not compatible" in runtime.message
 
         # wrong answer: on `def forward`, with the max abs error
         (wrong,) = verdicts("wrong")
@@ -151,7 +153,7 @@ async def test_failing_kernels_after_verification_and_debug_fix(workspace: Path)
         assert (
             hover is not None
             and "incorrect" in hover.contents.value
-            and "bad grid" in hover.contents.value
+            and "view size is not compatible" in hover.contents.value
         )
 
         # quick fix on the failing diagnostic -> the real debug agent -> an edit to accept
@@ -177,7 +179,7 @@ async def test_failing_kernels_after_verification_and_debug_fix(workspace: Path)
         assert proposal.edit.change_annotations["stark"].needs_confirmation is True
         (doc_edit,) = proposal.edit.document_changes
         new_text = doc_edit.edits[0].new_text
-        assert (
-            new_text.startswith("# stark: reference=tiny_ref.py") and "class ModelNew" in new_text
-        )
-        assert "raise RuntimeError" not in new_text
+        # the reference comment is kept (after the agent's note of what it edited)
+        assert "# stark: reference=tiny_ref.py" in new_text.splitlines()[:2]
+        assert "class ModelNew" in new_text
+        assert "y.t().view(-1)" not in new_text and "y.t().reshape(-1)" in new_text

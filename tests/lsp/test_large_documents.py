@@ -1,16 +1,20 @@
 """A large document must not hold up the server (issue 11): a 5 MB file is parsed
 off the event loop (or not at all when it cannot be a task), a result computed for
-an older version of a document is dropped, and a burst of edits is analysed once."""
+an older version of a document is dropped, a burst of edits is analysed once, and
+incremental edits are spliced (stark_lsp.textdoc) rather than rebuilt line by line."""
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from pathlib import Path
 
 import pytest
 from lsprotocol import types
+from pygls.workspace import TextDocument, Workspace
 
+from stark_lsp import textdoc
 from stark_lsp.analysis import (
     INLINE_CHARS,
     AnalysisWorker,
@@ -19,6 +23,7 @@ from stark_lsp.analysis import (
     may_be_task,
 )
 from stark_lsp.tasks import DocumentKind
+from stark_lsp.textdoc import FastTextDocument, NewlineLines, lines_end_at_newline
 
 from .helpers import TINY_REFERENCE, Session, lsp_session
 
@@ -186,3 +191,55 @@ async def test_worker_analyses_and_skips_work_gone_stale() -> None:
         assert worker.runs == 1
     finally:
         await worker.aclose()
+
+
+def test_fast_incremental_edits_equal_pygls() -> None:
+    """FastTextDocument splices where pygls rewrites every line; the text must come
+    out the same, for "\\n", "\\r\\n", lone "\\r", form feeds, astral characters (two
+    UTF-16 units), positions past the end, and inverted ranges."""
+    rng = random.Random(11)
+    pieces = ["a", "b", " ", "\n", "\r\n", "é", "😀", "\t", "x = 1\n"]
+    for trial in range(1500):
+        alphabet = pieces + (["\r", "\x0c", "\u2028"] if trial % 3 == 0 else [])
+
+        def text(length: int, alphabet: list[str] = alphabet) -> str:
+            return "".join(rng.choice(alphabet) for _ in range(length))
+
+        source = text(rng.randint(0, 40))
+        ours = FastTextDocument("file:///a.py", source, version=1)
+        theirs = TextDocument("file:///a.py", source, version=1)
+        for _ in range(4):
+            count = len(theirs.lines)
+
+            def position(count: int = count) -> types.Position:
+                return types.Position(line=rng.randint(0, count + 1), character=rng.randint(0, 8))
+
+            start, end = position(), position()
+            if rng.random() < 0.8 and (end.line, end.character) < (start.line, start.character):
+                start, end = end, start
+            change = types.TextDocumentContentChangePartial(
+                range=types.Range(start=start, end=end), text=text(rng.randint(0, 5))
+            )
+            ours.apply_change(change)
+            theirs.apply_change(change)
+            assert ours.source == theirs.source, (source, start, end)
+
+
+def test_newline_lines_match_splitlines() -> None:
+    text = "".join(f"line {i}\n" if i % 7 else "\n" for i in range(3000)) + "tail"
+    assert lines_end_at_newline(text) and not lines_end_at_newline("a\rb")
+    assert lines_end_at_newline("a\r\nb") and not lines_end_at_newline("a\x0cb")
+    lines = NewlineLines(text)
+    expected = text.splitlines(True)
+    assert len(lines) == len(expected)
+    for index in (0, 1, 6, 7, 100, 2999, 3000, -1):
+        assert lines[index] == expected[index]
+
+
+def test_server_workspace_creates_fast_documents() -> None:
+    workspace = Workspace(None)
+    assert textdoc.install(workspace)
+    workspace.put_text_document(
+        types.TextDocumentItem(uri="file:///x.py", language_id="python", version=1, text="a\n")
+    )
+    assert type(workspace.get_text_document("file:///x.py")) is FastTextDocument

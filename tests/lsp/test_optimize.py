@@ -54,17 +54,28 @@ async def test_optimize_progress_notifications_lens_action_apply(workspace: Path
         assert any("round 2/2" in (r.message or "") and "best" in (r.message or "") for r in middle)
         assert all(r.percentage is not None for r in middle)
 
-        # lenses and actions offer the best kernel when it beats the reference (on a
-        # loaded CPU the offline agent may well not; test_events_and_apply.py covers both)
-        faster = final["bestSpeedup"] > 1.0
+        # lenses and actions offer the best kernel when it beats the reference: after a
+        # re-measurement, only beyond the noise (on a loaded CPU the offline agent may well
+        # find nothing faster; test_best_remeasured.py and test_events_and_apply.py cover
+        # each case with a fake engine)
+        faster = final["bestFaster"]
+        remeasured = final["remeasured"]
+        if final["bestSource"] == "remeasured":
+            eager = remeasured["vs_eager"]
+            assert final["bestSpeedup"] == eager["speedup"]
+            assert faster == (eager["speedup"] > 1.0 and eager["beyond_iqr"])
+            assert final["searchBestSpeedup"] is not None
+        else:  # an engine without re-measurement, or one whose re-measurement failed
+            assert final["bestSource"] in ("engine", "unconfirmed"), final["bestSource"]
+            assert faster == (final["bestSource"] == "engine" and final["bestSpeedup"] > 1.0)
         lenses = await session.client.text_document_code_lens_async(
             types.CodeLensParams(text_document=types.TextDocumentIdentifier(uri=uri))
         )
         titles = [lens.command.title for lens in lenses]
         assert "STARK: Optimize" in titles
-        best = f"best {final['bestSpeedup']:.2f}x"
-        expected_lens = f"{best} — apply" if faster else f"{best} (no faster kernel found)"
-        assert expected_lens in titles, titles
+        best_lenses = [t for t in titles if t.startswith(f"best {final['bestSpeedup']:.2f}x")]
+        assert len(best_lenses) == 1, titles
+        assert best_lenses[0].endswith(" — apply") == faster, titles
         actions = await session.client.text_document_code_action_async(
             types.CodeActionParams(
                 text_document=types.TextDocumentIdentifier(uri=uri),
@@ -78,7 +89,8 @@ async def test_optimize_progress_notifications_lens_action_apply(workspace: Path
         titles = [a.title for a in actions]
         assert "Optimize with STARK" in titles
         offered = [t for t in titles if t.startswith("Apply best kernel (")]
-        assert offered == ([f"Apply best kernel ({final['bestSpeedup']:.2f}x faster)"] * faster)
+        assert len(offered) == faster, titles
+        assert all(f"{final['bestSpeedup']:.2f}x" in t for t in offered), titles
 
         # applyBest through documentChanges + CreateFile + a confirmation annotation
         result = await session.command("stark.applyBest", {"jobId": job_id})

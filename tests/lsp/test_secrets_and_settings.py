@@ -144,3 +144,49 @@ async def test_optimize_args_are_checked_against_the_allow_list(workspace: Path)
         argv = json.loads((state / "argv_optimize.json").read_text())
         assert argv[-3:] == ["--timeout", "60", "--no-profile"]
         assert "http://attacker.invalid/v1" not in argv
+
+
+async def test_tolerances_reach_optimize_and_verify_and_bad_ones_are_refused(
+    workspace: Path,
+) -> None:
+    state = workspace.parent / "engine_state"
+    (workspace / "k.py").write_text(KERNEL)
+    configuration = {"stark": {"atol": -1, "rtol": "loose", "rounds": 2}}
+    options = {"engineCommand": fake_engine_command(state)}
+    async with lsp_session(workspace, options=options, configuration=configuration) as session:
+        await _settings_applied(session, lambda s: s["rounds"] == 2)
+        for name, value in (("atol", "-1"), ("rtol", "'loose'")):
+            await session.wait_for(
+                lambda name=name, value=value: any(
+                    f"stark.{name} must be a positive number" in m.message
+                    and m.message.endswith(f"not {value}")
+                    for m in session.client.messages
+                ),
+                10,
+                f"a warning about stark.{name}",
+            )
+        info = await session.command("stark.serverInfo")
+        assert info["settings"]["atol"] is None and info["settings"]["rtol"] is None
+
+        ref_uri = (workspace / "tiny_ref.py").resolve().as_uri()
+        kernel_uri = (workspace / "k.py").resolve().as_uri()
+        assert (await _finish(session, "stark.optimize", {"uri": ref_uri}))["state"] == "done"
+        argv = json.loads((state / "argv_optimize.json").read_text())
+        assert "--atol" not in argv and "--rtol" not in argv  # unset: the dtype's default
+
+        session.client.workspace_did_change_configuration(
+            types.DidChangeConfigurationParams(settings={"stark": {"atol": 1e-3, "rtol": 0.02}})
+        )
+        await _settings_applied(session, lambda s: s["atol"] == 1e-3 and s["rtol"] == 0.02)
+        assert (await _finish(session, "stark.optimize", {"uri": ref_uri}))["state"] == "done"
+        argv = json.loads((state / "argv_optimize.json").read_text())
+        assert argv[argv.index("--atol") + 1] == "0.001"
+        assert argv[argv.index("--rtol") + 1] == "0.02"
+        verify = await _finish(session, "stark.verify", {"uri": kernel_uri})
+        assert verify["state"] == "done"
+        argv = json.loads((state / "argv_bench.json").read_text())
+        assert argv[argv.index("--atol") + 1] == "0.001"
+        assert argv[argv.index("--rtol") + 1] == "0.02"
+        # the verification's reproduction script uses the same tolerances
+        script = next((workspace / "stark_runs" / ".lsp" / verify["jobId"]).glob("verify_*.py"))
+        assert "'--atol', '0.001', '--rtol', '0.02'" in script.read_text()

@@ -199,3 +199,17 @@ def test_watch_globs() -> None:
     assert glob_regex("**/ref_*.py").match("a/b/ref_1.py")
     assert glob_regex("**/ref_*.py").match("ref_1.py")
     assert not glob_regex("*.py").match("a/b.py")
+
+
+def test_tolerance_settings_take_positive_numbers_or_null() -> None:
+    settings, problems = config.merge(config.Settings(), {"atol": 1e-4, "rtol": 3})
+    assert (settings.atol, settings.rtol, problems) == (1e-4, 3.0, [])
+    assert config.tolerance_args(settings) == ["--atol", "0.0001", "--rtol", "3.0"]
+    for bad in (0, -1e-3, float("nan"), float("inf"), True, "1e-3", [1]):
+        kept, problems = config.merge(settings, {"atol": bad})
+        assert kept.atol == 1e-4, bad  # the previous value stays
+        (problem,) = problems
+        assert problem.startswith("stark.atol must be a positive number"), problem
+    cleared, problems = config.merge(settings, {"atol": None, "rtol": None})
+    assert (cleared.atol, cleared.rtol, problems) == (None, None, [])
+    assert config.tolerance_args(cleared) == []

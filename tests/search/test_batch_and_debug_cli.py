@@ -66,6 +66,7 @@ def test_batch_runs_each_task_and_summarises(
         assert task["remeasured"]["vs_compile"] is None  # --no-compile-baseline
         assert task["search_best_speedup"] > 0
         assert task["llm_calls"] == 0 and task["agent_calls"] >= 1  # offline: no model
+    assert summary["compile_baseline"] is False and summary["atol"] is None
     metrics = summary["metrics"]
     assert metrics["tasks"] == 3 and metrics["correct_tasks"] == 2
     assert metrics["fast_0"] == pytest.approx(2 / 3)

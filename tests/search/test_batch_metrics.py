@@ -112,3 +112,30 @@ def test_exit_code_fails_only_when_every_task_errored() -> None:
     assert batch_exit_code([errored, errored]) == 1
     assert batch_exit_code([errored, ran_without_a_correct_kernel]) == 0
     assert batch_exit_code([outcome("z", True, 1.3)]) == 0
+
+
+def test_metrics_use_the_re_measured_figures_and_count_wins_beyond_iqr() -> None:
+    from engine.remeasure import Comparison, Remeasured, Timing
+
+    def fresh(speedup: float, iqr: float) -> Comparison:
+        base, cand = Timing(10.0, iqr), Timing(10.0 / speedup, iqr)
+        win = cand.median + iqr / 2 < base.median - iqr / 2
+        return Comparison(speedup, base, cand, beyond_iqr=win, noisy=False)
+
+    clear = TaskOutcome(
+        "a", "a.py", None, True, 1.5, search_best_speedup=1.7,
+        remeasured=Remeasured(vs_eager=fresh(1.5, 0.2), vs_compile=fresh(1.1, 0.1)),
+    )  # fmt: skip
+    noise = TaskOutcome(
+        "b", "b.py", None, True, 1.02, search_best_speedup=1.3,
+        remeasured=Remeasured(vs_eager=fresh(1.02, 1.0), vs_compile=fresh(0.9, 0.1)),
+    )  # fmt: skip
+    metrics = summarize([clear, noise, outcome("c", False, None)])
+    assert metrics["fast_1"] == pytest.approx(2 / 3)  # KernelBench's count, re-measured
+    assert metrics["wins_beyond_iqr"] == 1 and metrics["fast_1_beyond_iqr"] == pytest.approx(1 / 3)
+    assert metrics["geomean_speedup"] == pytest.approx((1.5 * 1.02) ** 0.5)
+    assert metrics["search_geomean_speedup"] == pytest.approx((1.7 * 1.3) ** 0.5)
+    assert metrics["compile_measured_tasks"] == 2
+    assert metrics["geomean_speedup_vs_compile"] == pytest.approx((1.1 * 0.9) ** 0.5)
+    assert metrics["fast_1_vs_compile"] == pytest.approx(1 / 3)
+    assert metrics["wins_beyond_iqr_vs_compile"] == 1

@@ -15,7 +15,8 @@ COPIES = {
     "subclass, docstring": TINY_REFERENCE + '\n\nclass ModelNew(Model):\n    """Fast!"""\n',
     "body copied as ModelNew": (
         "import torch\nimport torch.nn as nn\n\n# my optimised kernel\n"
-        "class ModelNew(nn.Module):" + MODEL_BODY.replace("super().__init__()", "super(ModelNew, self).__init__()")
+        "class ModelNew(nn.Module):"
+        + MODEL_BODY.replace("super().__init__()", "super(ModelNew, self).__init__()")
     ),
     "body copied, no type hints": (
         "import torch\nimport torch.nn as nn\n\n\nclass ModelNew(nn.Module):\n"

@@ -284,3 +284,23 @@ def test_optimize_prints_the_re_measured_line(
     assert "vs eager (ref " in line and " ms → " in line and "±" in line, line
     assert "torch.compile" not in line  # --no-compile-baseline (in QUICK)
     assert "1 copy of the reference" in line and "0 LLM calls" in line
+
+
+def test_resume_labels_copies_in_a_tree_saved_before_the_label(tmp_path: Path) -> None:
+    """An old tree.json: no `baseline`, no `best_id`, the seed (a copy) was its best."""
+    root = tmp_path / "task"
+    bench = Bench(correct(1.05), correct(0.95))
+    search, _ = search_for(root, Agent(COPY, SEED), bench, rounds=2)
+    search.run()
+    state = json.loads((root / "tree.json").read_text())
+    for node in state["tree"]["nodes"]:
+        del node["baseline"]
+    del state["tree"]["best_id"]
+    state["best_id"], state["finished"] = 0, False
+    (root / "tree.json").write_text(json.dumps(state))
+    (root / "summary.json").unlink()
+    resumed = StarkSearch.resume(
+        TaskDir(root, "tiny_relu"), agent=Agent(COPY, SEED), benchmarker=Bench(correct(0.97))
+    )
+    assert resumed.tree.nodes[0].baseline and resumed.best_id == 1
+    assert resumed.run().best_node == 1

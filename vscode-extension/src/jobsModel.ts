@@ -48,6 +48,15 @@ export interface JobUpdate {
     readonly round: number;
     readonly rounds: number;
     readonly bestSpeedup: number | null;
+    /**
+     * The server's words for that figure: "best so far 1.84x (search figure)" while the search
+     * runs, "best 1.31x vs eager, re-measured" after it (null from an older server).
+     */
+    readonly bestLabel: string | null;
+    /** search | remeasured | unconfirmed | engine (null from an older server). */
+    readonly bestSource: string | null;
+    /** The server confirmed the best kernel faster (re-measured, beyond noise); null: not said. */
+    readonly bestFaster: boolean | null;
     readonly tree: readonly CandidateNode[];
 }
 
@@ -157,6 +166,9 @@ export function parseJobUpdate(raw: unknown): JobUpdate {
         round: field(raw, 'round', isOptionalNumber, 'a number') ?? 0,
         rounds: field(raw, 'rounds', isOptionalNumber, 'a number') ?? 0,
         bestSpeedup: field(raw, 'bestSpeedup', isOptionalNumber, 'a number or null') ?? null,
+        bestLabel: field(raw, 'bestLabel', isOptionalString, 'a string or null') || null,
+        bestSource: field(raw, 'bestSource', isOptionalString, 'a string or null') || null,
+        bestFaster: typeof raw['bestFaster'] === 'boolean' ? raw['bestFaster'] : null,
         tree: tree.map(parseNode),
     };
 }
@@ -226,11 +238,24 @@ export function jobBestSpeedup(job: JobUpdate): number | null {
     return job.bestSpeedup ?? bestNode(job)?.speedup ?? null;
 }
 
+/**
+ * Whether the best kernel beats the reference: the server's verdict when it gives one (it
+ * re-measures the best kernel after the search and counts only a win beyond the noise), else
+ * a speedup above 1.
+ */
+export function jobIsFaster(job: JobUpdate): boolean {
+    if (job.bestFaster !== null) {
+        return job.bestFaster;
+    }
+    const speedup = jobBestSpeedup(job);
+    return speedup !== null && speedup > 1;
+}
+
 export function jobLabel(job: Job): string {
     return baseName(job.uri);
 }
 
-/** "running · round 3/10 · best 1.84x · 2 buggy". */
+/** "running · round 3/10 · best so far 1.84x (search figure) · 2 buggy". */
 export function jobDescription(job: Job): string {
     const state = job.stale ? `${job.state}, server restarted` : job.state;
     const parts: string[] = [job.kind === 'optimize' ? state : `${job.kind} ${state}`];
@@ -238,7 +263,9 @@ export function jobDescription(job: Job): string {
         parts.push(`round ${job.round}/${job.rounds}`);
     }
     const best = jobBestSpeedup(job);
-    if (best !== null) {
+    if (job.bestLabel !== null) {
+        parts.push(job.bestLabel);
+    } else if (best !== null) {
         parts.push(`best ${formatSpeedup(best)}`);
     }
     const buggy = buggyCount(job);
@@ -284,7 +311,7 @@ export function statusSummary(jobs: readonly Job[]): { text: string; tooltip: st
         text += ` ${lead.round}/${lead.rounds}`;
     }
     if (best !== null) {
-        text += ` · ${formatSpeedup(best)}`;
+        text += ` · ${formatSpeedup(best)}${lead.bestSource === 'search' ? ' (search figure)' : ''}`;
     }
     const others = active.length - 1;
     if (others > 0) {

@@ -6,7 +6,7 @@
  */
 import * as vscode from 'vscode';
 
-import { type Job, type JobsModel, bestNode, formatSpeedup, jobBestSpeedup, jobLabel } from './jobsModel';
+import { type Job, type JobsModel, bestNode, formatSpeedup, jobBestSpeedup, jobIsFaster, jobLabel } from './jobsModel';
 import type { SearchElement } from './treeView';
 
 export class CompletionNotifier implements vscode.Disposable {
@@ -31,10 +31,13 @@ export class CompletionNotifier implements vscode.Disposable {
             void vscode.window.showWarningMessage(`STARK: ${name}: no correct kernel after ${job.round} rounds. The search tree shows what went wrong.`);
             return;
         }
-        const message =
-            speedup !== null && speedup > 1
-                ? `STARK: ${name}: the best kernel is ${formatSpeedup(speedup)} faster (round ${best.round}).`
-                : `STARK: ${name}: no candidate beat the reference (best ${formatSpeedup(speedup)}).`;
+        // The server's label says how the figure was measured (re-measured vs eager, or why not).
+        const figure = job.bestLabel ?? `best ${formatSpeedup(speedup)}`;
+        const message = jobIsFaster(job)
+            ? job.bestLabel !== null
+                ? `STARK: ${name}: ${figure}, faster beyond the noise (round ${best.round}).`
+                : `STARK: ${name}: the best kernel is ${formatSpeedup(speedup)} faster (round ${best.round}).`
+            : `STARK: ${name}: no candidate beat the reference (${figure}).`;
         const element: SearchElement = { kind: 'node', job: job.key, nodeId: best.id };
         const choice = await vscode.window.showInformationMessage(message, 'Apply', 'Show diff');
         if (choice === 'Apply') {

@@ -23,6 +23,8 @@ export const SERVER_SETTINGS = [
     'baseUrl',
     'rounds',
     'epsilon',
+    'atol',
+    'rtol',
     'device',
     'maxConcurrentJobs',
     'autoRun',
@@ -51,6 +53,8 @@ export interface ServerSettings {
     baseUrl?: unknown;
     rounds?: unknown;
     epsilon?: unknown;
+    atol?: unknown;
+    rtol?: unknown;
     device?: unknown;
     maxConcurrentJobs?: unknown;
     autoRun?: unknown;

@@ -8,6 +8,7 @@ import {
     canApply,
     formatSpeedup,
     jobDescription,
+    jobIsFaster,
     nodeIconKind,
     nodeLabel,
     parseJobUpdate,
@@ -89,6 +90,21 @@ describe('labels', () => {
         assert.equal(jobDescription(job), 'running · round 1/3 · best 1.50x · 1 buggy');
         const verify = model.update(update({ jobId: 'v', kind: 'verify', state: 'done', rounds: 0, bestSpeedup: null, tree: [] })).job;
         assert.equal(jobDescription(verify), 'verify done');
+    });
+
+    it('uses the server\'s label for the best figure: provisional, then re-measured', () => {
+        const model = new JobsModel();
+        const running = model.update(update({ bestSpeedup: 1.84, bestSource: 'search', bestLabel: 'best so far 1.84x (search figure)', bestFaster: false })).job;
+        assert.equal(jobDescription(running), 'running · round 1/3 · best so far 1.84x (search figure) · 1 buggy');
+        assert.equal(jobIsFaster(running), false);
+        assert.equal(statusSummary(model.jobs())?.text, '$(sync~spin) STARK ref_gelu.py 1/3 · 1.84x (search figure)');
+        const done = model.update(update({ state: 'done', round: 3, bestSpeedup: 1.31, bestSource: 'remeasured', bestLabel: 'best 1.31x vs eager, re-measured', bestFaster: true })).job;
+        assert.equal(jobDescription(done), 'done · round 3/3 · best 1.31x vs eager, re-measured · 1 buggy');
+        assert.equal(jobIsFaster(done), true);
+        const noisy = model.update(update({ state: 'done', bestSpeedup: 1.03, bestFaster: false, bestLabel: 'best 1.03x vs eager, re-measured: within noise' })).job;
+        assert.equal(jobIsFaster(noisy), false); // above 1, but the server says within noise
+        const older = model.update(update({ jobId: 'old', state: 'done', bestSpeedup: 1.2 })).job;
+        assert.equal(jobIsFaster(older), true); // an older server: a speedup above 1
     });
 });
 

@@ -60,6 +60,17 @@ describe('CompletionNotifier', () => {
         assert.equal(recorded.messages[1]?.level, 'warning');
     });
 
+    it('trusts the server\'s re-measured verdict over the search\'s figure', async () => {
+        const model = new JobsModel();
+        new CompletionNotifier(model);
+        const fields = { state: 'done', bestSpeedup: 1.31, bestSource: 'remeasured', bestLabel: 'best 1.31x vs eager, re-measured' };
+        model.update(update({ jobId: 'fast', ...fields, bestFaster: true }));
+        model.update(update({ jobId: 'noise', ...fields, bestSpeedup: 1.03, bestFaster: false, bestLabel: 'best 1.03x vs eager, re-measured: within noise' }));
+        await settle();
+        assert.equal(recorded.messages[0]?.text, 'STARK: ref_gelu.py: best 1.31x vs eager, re-measured, faster beyond the noise (round 1).');
+        assert.equal(recorded.messages[1]?.text, 'STARK: ref_gelu.py: no candidate beat the reference (best 1.03x vs eager, re-measured: within noise).');
+    });
+
     it('leaves failures to the server and verifications to the diagnostics', async () => {
         const model = new JobsModel();
         new CompletionNotifier(model);

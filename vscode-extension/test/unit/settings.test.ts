@@ -16,6 +16,12 @@ describe('serverSettings', () => {
         const settings = serverSettings((key) => values[key], false);
         assert.deepEqual(settings, { agent: 'offline', rounds: 4, watch: { globs: ['**/ref_*.py'] }, trust: false });
     });
+
+    it('forwards the correctness tolerances, null meaning the dtype default', () => {
+        const values: Record<string, unknown> = { atol: 0.001, rtol: null };
+        const settings = serverSettings((key) => values[key], true);
+        assert.deepEqual(settings, { atol: 0.001, rtol: null, watch: {}, trust: true });
+    });
 });
 
 describe('expandInterpreterPath', () => {
