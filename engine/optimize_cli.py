@@ -89,6 +89,13 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="skip the profiler run (the plan prompt then has no profile)",
     )
+    parser.add_argument(
+        "--profile-timeout",
+        type=float,
+        default=None,
+        help="seconds the profiler may take per evaluation (30); past it the profile is "
+        "skipped and the verdict stands",
+    )
     add_tolerance_arguments(parser)
     parser.add_argument(
         "--no-compile-baseline",
@@ -131,6 +138,8 @@ def validate_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--timeout must be positive, not {args.timeout}")
     if args.timing_budget is not None and args.timing_budget <= 0:
         raise UsageError(f"--timing-budget must be positive, not {args.timing_budget}")
+    if args.profile_timeout is not None and args.profile_timeout <= 0:
+        raise UsageError(f"--profile-timeout must be positive, not {args.profile_timeout}")
     if args.correctness_trials is not None and args.correctness_trials < 1:
         raise UsageError(f"--correctness-trials must be >= 1, not {args.correctness_trials}")
     if args.llm_timeout is not None and args.llm_timeout <= 0:
@@ -377,6 +386,8 @@ def search_config_from_args(args: argparse.Namespace) -> Any:
         eval_kwargs["timing_budget_s"] = args.timing_budget
     if args.correctness_trials is not None:
         eval_kwargs["correctness_trials"] = args.correctness_trials
+    if args.profile_timeout is not None:
+        eval_kwargs["profile_timeout_s"] = args.profile_timeout
     eval_kwargs.update(atol=args.atol, rtol=args.rtol)
     try:
         return SearchConfig(

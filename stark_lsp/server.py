@@ -178,8 +178,11 @@ class StarkLanguageServer(LanguageServer):
         self.background.spawn(self._publish_later(uri, generation), f"diagnostics of {uri}")
 
     async def _publish_later(self, uri: str, generation: int) -> None:
-        analysis = await self.documents.current(uri)
-        snapshot = self.snapshot(uri)
+        try:
+            analysis = await self.documents.current(uri)
+            snapshot = self.snapshot(uri)
+        except UserError:  # the file went away meanwhile
+            return
         if snapshot.key != analysis.key and analysis.key[0] != "disk":
             return  # stale: the edit that made it so has its own publish coming
         found = list(analysis.static)

@@ -7,7 +7,6 @@ and makes exactly that edit, keeping the rest of the kernel as it was:
 | failure (benchmarker / torch message) | edit |
 |---|---|
 | `output N: dtype torch.X != expected torch.Y` | cast floating outputs to torch.Y |
-| `expected scalar type Float but found Half` | cast floating inputs to the expected dtype |
 | `output N aliases an input` | return clones of the outputs |
 | `candidate modified its inputs` | work on clones of the inputs |
 | `view size is not compatible with input tensor's size and stride` | `.view(` -> `.reshape(` |
@@ -34,7 +33,6 @@ _TORCH_DTYPES = {
     "bfloat16": "torch.bfloat16",
 }
 _OUTPUT_DTYPE = re.compile(r"dtype torch\.(\w+) != expected torch\.(\w+)")
-_SCALAR_TYPE = re.compile(r"expected scalar type (\w+) but found (\w+)", re.I)
 _VIEW = re.compile(r"view size is not compatible|use \.reshape\(\.\.\.\) instead", re.I)
 _CONTIGUOUS = re.compile(
     r"non-contiguous|not contiguous|must be contiguous|is_contiguous|expected contiguous|"
@@ -79,10 +77,6 @@ def fix_foreign_kernel(code: str, log: str) -> FixOutcome:
         wrap = (None, "lambda t: t.clone()", "an output aliased an input; return a copy")
     elif _MODIFIED.search(log):
         wrap = ("lambda t: t.clone()", None, "forward wrote into its inputs; work on copies")
-    elif (match := _SCALAR_TYPE.search(log)) and (
-        expected := _TORCH_DTYPES.get(match.group(1).lower())
-    ):
-        wrap = (_cast(expected), None, f"an op expected {expected}; cast inputs to it")
     elif _CONTIGUOUS.search(log):
         wrap = ("lambda t: t.contiguous()", None, "non-contiguous inputs: make them contiguous")
     if wrap is None:

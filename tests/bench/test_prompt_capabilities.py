@@ -469,3 +469,15 @@ def test_a_broken_restriction_is_rejected(benchmarker: Benchmarker, key: str) ->
     result = benchmarker.evaluate(reference, candidate, config)
     assert not result.runnable, key
     assert phrase in (result.error or "") or phrase in result.flags, (key, result.error)
+
+
+def test_the_offline_agents_scoped_switches_pass_the_settings_check(
+    benchmarker: Benchmarker,
+) -> None:
+    """The offline agent's `cudnn_benchmark` and `tf32` transformations follow the same
+    rule as the prompt: set inside forward, restored in `finally:`."""
+    from engine.agents.transforms import render_module
+
+    candidate = render_module(CONV, ["cudnn_benchmark", "tf32"], title="scoped switches")
+    result = _evaluate(benchmarker, "cpu", Example(CONV, candidate, overrides=TF32_TOLERANCE))
+    assert result.runnable, (result.stage, result.error)

@@ -60,6 +60,7 @@ def test_missing_reference_and_bad_flags(
         (["--rounds", "0"], "--rounds must be >= 1"),
         (["--epsilon", "2"], "--epsilon must be within [0, 1]"),
         (["--timeout", "-1"], "--timeout must be positive"),
+        (["--profile-timeout", "0"], "--profile-timeout must be positive"),
         (["--resume", str(tmp_path)], "either REFERENCE or --resume"),
     ]:
         code, err = run_cli(["optimize", str(ref), "--agent", "offline", *flags], capsys)
@@ -167,6 +168,8 @@ def test_tolerances_flow_into_the_eval_config_and_the_summary(tmp_path: Path) ->
         assert config.compile_baseline is True
         no_compile = build_parser().parse_args([command, "r.py", "--no-compile-baseline"])
         assert search_config_from_args(no_compile).compile_baseline is False
+        profiled = build_parser().parse_args([command, "r.py", "--profile-timeout", "7"])
+        assert search_config_from_args(profiled).eval_config.profile_timeout_s == 7.0
     search, _ = search_for(tmp_path / "task", Agent(SEED, SEED), Bench(correct(1.2)), 1)
     search.config.eval_config.atol, search.config.eval_config.rtol = 1e-3, 2e-2
     summary = search.run()
