@@ -214,7 +214,10 @@ async def run_large(with_model: bool, edits: int = LARGE_EDITS) -> dict:
         await client.stop()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    analysis = info["analysis"] if isinstance(info, dict) else info.analysis._asdict()
+    # an older server has no `analysis` in its serverInfo
+    analysis = info.get("analysis") if isinstance(info, dict) else getattr(info, "analysis", None)
+    if hasattr(analysis, "_asdict"):
+        analysis = analysis._asdict()
     result: dict = _summary(samples)
     result.update(
         {

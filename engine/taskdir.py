@@ -27,10 +27,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from engine.atomic_io import atomic_write_text
 from engine.bench.result import EvalResult
 from engine.summary import TaskSummary
 from engine.trace.sanitize import MAX_NAME_LEN, REDACTED, redact, sanitize_name
-from engine.trace.writer import atomic_write_text
 
 STATE_FILE = "tree.json"
 SUMMARY_FILE = "summary.json"

@@ -13,7 +13,7 @@ before the candidate is imported), a cached build is loaded only if its `.so`
 hashes to the expected value; anything else (a changed or a planted `.so`) is
 deleted and rebuilt, and reported as tampered. Every build is reported to the
 parent in `CACHE_BUILDS_FILE`, signed with the guard's token; the parent keeps
-the authoritative manifest (see `evaluate.CacheManifest`).
+the authoritative manifest (see `cache_manifest.CacheManifest`).
 
 Concurrency: a build holds an `flock` on `<dir>.lock` (released by the kernel if
 the builder dies), so two workers building the same hash wait for each other,
@@ -34,7 +34,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -45,13 +44,22 @@ from typing import Any
 import torch
 import torch.utils.cpp_extension as cpp_extension
 
-from engine.bench.atomic_io import write_atomic
-from engine.bench.sandbox import (
+from engine.atomic_io import SCRATCH_FILE, atomic_write_text
+from engine.bench.signed_files import (
     CACHE_BUILDS_FILE,
     CACHE_DIR_HASH_CHARS,
     CACHE_GUARD_FILE,
     result_mac,
     sha256_file,
+)
+from engine.bench.toolchain import (
+    as_list,
+    compiler_id,
+    cuda_arch_list,
+    device_arch,
+    missing_cuda_toolchain,
+    nvcc_id,
+    wants_cuda,
 )
 
 MARKER = "stark_built.json"
@@ -88,55 +96,6 @@ class BuildRecord:
     sha256: str | None = None  # of the built .so, taken right after the build
 
 
-def _version_line(tool: str, last: bool = False) -> str:
-    """One line of `TOOL --version` (the first, or the last), or why it could not be read."""
-    try:
-        out = subprocess.run(
-            [tool, "--version"], capture_output=True, text=True, timeout=30, check=False
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return f"{tool}: unavailable"
-    lines = out.strip().splitlines()
-    return (lines[-1] if last else lines[0]).strip() if lines else tool
-
-
-@functools.cache
-def compiler_id() -> str:
-    """First line of `$CXX --version`: a compiler upgrade must invalidate the cache."""
-    return _version_line(os.environ.get("CXX", "c++"))
-
-
-@functools.cache
-def nvcc_id() -> str:
-    """Last line of `nvcc --version` (its build): a toolkit upgrade must invalidate CUDA builds."""
-    home = cpp_extension.CUDA_HOME
-    return _version_line(os.path.join(home, "bin", "nvcc") if home else "nvcc", last=True)
-
-
-def cuda_arch_list(major: int, minor: int) -> str:
-    """TORCH_CUDA_ARCH_LIST for this device: its own architecture only. From Hopper on, the
-    arch-specific variant (9.0a = sm_90a), so candidates may use wgmma, setmaxnreg and TMA
-    multicast; such code runs only on that exact architecture, which is the one measured."""
-    return f"{major}.{minor}a" if major >= 9 else f"{major}.{minor}"
-
-
-def device_arch(device: str) -> str:
-    if device == "cuda":
-        major, minor = torch.cuda.get_device_capability()
-        return f"sm_{major}{minor}"
-    return "cpu"
-
-
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    if isinstance(value, str | bytes | os.PathLike):
-        return [value]
-    if isinstance(value, dict):  # functions= may be a {name: docstring} dict
-        return sorted(value.items())
-    return list(value)
-
-
 def first_error_line(text: str) -> str | None:
     match = _ERROR_LINE.search(text)
     if match:
@@ -150,31 +109,6 @@ def first_error_line(text: str) -> str | None:
 def _last_line(text: str) -> str:
     lines = text.strip().splitlines()
     return lines[-1] if lines else "?"
-
-
-def _wants_cuda(fn_name: str, arguments: dict[str, Any]) -> bool:
-    if arguments.get("with_cuda"):
-        return True
-    if fn_name == "load_inline":
-        return any(str(src).strip() for src in _as_list(arguments.get("cuda_sources")))
-    return any(str(src).endswith((".cu", ".cuh")) for src in _as_list(arguments.get("sources")))
-
-
-def _missing_cuda_toolchain(fn_name: str, arguments: dict[str, Any]) -> str | None:
-    """Say plainly why a CUDA build cannot start, instead of torch's bare
-    "CUDA_HOME environment variable is not set" (which on a CPU-only torch is misleading:
-    setting it would not help)."""
-    if not _wants_cuda(fn_name, arguments):
-        return None
-    if cpp_extension.CUDA_HOME is not None:
-        return None
-    if torch.version.cuda is None:
-        return (
-            f"CUDA build impossible: this torch ({torch.__version__}) was built without CUDA; "
-            "CUDA candidates need a CUDA build of torch, nvcc and a GPU (--device cpu runs "
-            "C++ and PyTorch candidates)"
-        )
-    return "CUDA build impossible: no CUDA toolkit found (set CUDA_HOME to the folder of bin/nvcc)"
 
 
 def _file_size(path: Path | None) -> int:
@@ -279,7 +213,7 @@ class CompileCache:
         }
         text = _json_dumps({**body, "mac": result_mac(self._report_token, body)})
         with contextlib.suppress(OSError):
-            write_atomic(self.report_dir / CACHE_BUILDS_FILE, text)
+            atomic_write_text(self.report_dir / CACHE_BUILDS_FILE, text, **SCRATCH_FILE)
 
     @property
     def failures(self) -> list[BuildRecord]:
@@ -294,20 +228,20 @@ class CompileCache:
             if fn_name == "load" and key == "sources":
                 described[key] = [
                     (str(p), hashlib.sha256(Path(p).read_bytes()).hexdigest())
-                    for p in _as_list(value)
+                    for p in as_list(value)
                 ]
             elif isinstance(value, list | tuple | dict | str):
-                described[key] = _as_list(value)
+                described[key] = as_list(value)
             else:
                 described[key] = value
-        wants_cuda = _wants_cuda(fn_name, arguments)
+        cuda = wants_cuda(fn_name, arguments)
         described["toolchain"] = {
             "torch": torch.__version__,
             "cuda": torch.version.cuda,
             "arch": device_arch(self.device),
-            "arch_list": os.environ.get("TORCH_CUDA_ARCH_LIST") if wants_cuda else None,
+            "arch_list": os.environ.get("TORCH_CUDA_ARCH_LIST") if cuda else None,
             "compiler": compiler_id(),
-            "nvcc": nvcc_id() if wants_cuda else None,
+            "nvcc": nvcc_id() if cuda else None,
         }
         blob = json.dumps(described, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()
@@ -325,7 +259,7 @@ class CompileCache:
         return cached_build
 
     def _module_name(self, name: str, key: str, arguments: dict[str, Any]) -> str:
-        sources = _as_list(arguments.get("cpp_sources")) + _as_list(arguments.get("cuda_sources"))
+        sources = as_list(arguments.get("cpp_sources")) + as_list(arguments.get("cuda_sources"))
         if any(_LITERAL_PYBIND.search(str(src)) for src in sources):
             return name  # the init symbol is hard-coded; the unique directory still isolates it
         return f"{name}_{key[:NAME_HASH_CHARS]}"
@@ -344,7 +278,7 @@ class CompileCache:
             self.records.append(BuildRecord(name, key, True, time.perf_counter() - start))
             return _import_library(library, module_name, is_python_module)
 
-        missing = _missing_cuda_toolchain(fn_name, arguments)
+        missing = missing_cuda_toolchain(fn_name, arguments)
         if missing is not None:
             self.records.append(BuildRecord(name, key, False, time.perf_counter() - start, missing))
             raise ExtensionBuildError(missing)

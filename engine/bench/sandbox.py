@@ -24,12 +24,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
-import hashlib
-import hmac
 import json
 import os
-import re
 import select
 import signal
 import subprocess
@@ -50,81 +46,16 @@ from engine.bench.deadlines import (
     plan_run,
     reference_estimate,
 )
+from engine.bench.environment import hide_own_environment, scrubbed_environment
 from engine.bench.memory_guard import RSS_POLL_S, TreeWatch, memory_limit_bytes
+from engine.bench.signed_files import authentic_phase_info, read_activity, read_phase_words
 
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 SERVER_START_TIMEOUT_S = 120.0
 POLL_S = 0.01
 # On top of compile + warm-up + run deadlines: reaping, writing the verdict, a slow disk.
 WALL_SLACK_S = 30.0
-PR_SET_DUMPABLE = 4
-SIGNED_PHASES = PHASE_ORDER[1:]
-ACTIVITY_FILE = "activity"  # the worker's signed compile-activity heartbeat
 DUMP_GRACE_S = 0.3  # between asking the worker for its stacks (SIGUSR1) and the kill
 STACK_DUMP_SIGNAL = signal.SIGUSR1
-
-# Environment variables whose NAME says they hold a secret never reach the fork server.
-_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH", re.I)
-# Names the build and the run need; kept unless the name itself says secret. Everything else
-# is also dropped when its VALUE looks like a key (see engine.trace.sanitize.redact).
-_ESSENTIAL_NAMES = {"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "TMPDIR", "TERM"}
-_ESSENTIAL_PREFIXES = (
-    "CC",
-    "CXX",
-    "CFLAGS",
-    "CPPFLAGS",
-    "LDFLAGS",
-    "CUDA",
-    "NVCC",
-    "NVIDIA_",
-    "TORCH",
-    "TRITON_",
-    "LD_",
-    "LC_",
-    "OMP_",
-    "MKL_",
-    "KMP_",
-    "OPENBLAS_",
-    "PYTHON",
-    "STARK_",
-    "XDG_",
-    "VIRTUAL_ENV",
-    "CONDA",
-    "MAX_JOBS",
-)
-
-
-_json_dumps = json.dumps  # bound before any candidate could patch it (see result_mac)
-
-
-# The compile cache's integrity protocol (see compile_cache.py and evaluate.CacheManifest):
-# the parent writes GUARD_FILE (expected .so hashes + a report token) into the eval dir, the
-# worker reads and deletes it before the candidate is imported, and reports every build in
-# BUILDS_FILE, signed with that token.
-CACHE_GUARD_FILE = "cache_guard.json"
-CACHE_BUILDS_FILE = "builds.json"
-CACHE_DIR_HASH_CHARS = 16  # a build lives in CACHE/ext/<key[:16]>
-
-
-def sha256_file(path: Path) -> str | None:
-    """Hex digest of a file's bytes; None if it can't be read."""
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    except OSError:
-        return None
-    return digest.hexdigest()
-
-
-def result_mac(nonce: str, result: dict[str, object]) -> str:
-    """HMAC of a worker's verdict under the per-evaluation nonce.
-
-    result.json carries this MAC, never the nonce itself: a candidate thread that reads the
-    file after the worker wrote it learns nothing that lets it sign an altered verdict."""
-    body = _json_dumps(result, sort_keys=True).encode()
-    return hmac.new(nonce.encode(), body, hashlib.sha256).hexdigest()
 
 
 class HarnessError(RuntimeError):
@@ -168,119 +99,6 @@ class WorkerOutcome:
         if self.wait_status is not None and os.WIFEXITED(self.wait_status):
             return os.WEXITSTATUS(self.wait_status)
         return None
-
-
-def is_secret_variable(name: str, value: str) -> bool:
-    """Would this environment variable hand a credential to candidate code?"""
-    if _SECRET_NAME.search(name):
-        return True
-    if name in _ESSENTIAL_NAMES or name.startswith(_ESSENTIAL_PREFIXES):
-        return False
-    from engine.trace.sanitize import redact  # parent only; keeps the worker's imports lean
-
-    return redact(value, environ={}) != value
-
-
-def hide_own_environment() -> bool:
-    """Make this process non-dumpable if its environment holds a secret; True if it did.
-
-    Any process of the same user, a candidate included, can read /proc/PID/environ of its
-    ancestors, and the kernel keeps the initial environment block even after os.environ is
-    scrubbed. A non-dumpable process's /proc files belong to root. (Side effects: no core
-    dumps, and a debugger or py-spy needs root to attach.)"""
-    try:
-        with open("/proc/self/environ", "rb") as fh:
-            block = fh.read().decode("utf-8", errors="replace").split("\0")
-    except OSError:
-        return False
-    variables = [entry.partition("=") for entry in block if "=" in entry]
-    current = list(os.environ.items())
-    if not any(is_secret_variable(n, v) for n, _, v in variables) and not any(
-        is_secret_variable(n, v) for n, v in current
-    ):
-        return False
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0
-    return False
-
-
-def scrubbed_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The fork server's environment: the caller's, minus anything that looks secret, plus
-    what the harness needs. Candidate code inherits exactly this."""
-    source = os.environ if environ is None else environ
-    env = {name: value for name, value in source.items() if not is_secret_variable(name, value)}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, env.get("PYTHONPATH")]))
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    # Inductor's compile worker pool leaves threads behind and competes with the timed
-    # kernels on small machines; one thread unless the user chose otherwise.
-    env.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
-    return env
-
-
-def read_phase(eval_dir: Path) -> str:
-    """The phase word ("compile", "run", ...); signed phases carry a token after it."""
-    words = read_phase_words(eval_dir)
-    return words[0] if words else "start"
-
-
-def read_phase_words(eval_dir: Path) -> list[str]:
-    try:
-        return (eval_dir / "phase").read_text().split()
-    except OSError:
-        return []
-
-
-def run_phase_token(nonce: str, phase: str = "run", extras: Mapping[str, str] | None = None) -> str:
-    """Written by the worker after a phase word: proves the *worker* got there, since a
-    candidate can write the phase file too. `extras` (key=value words after the token, e.g.
-    the reference's measured call time) are covered by the same MAC."""
-    return result_mac(nonce, {"phase": phase, **(extras or {})})
-
-
-def phase_line(nonce: str, phase: str, extras: Mapping[str, str] | None = None) -> str:
-    """The phase file's content for a signed phase."""
-    tail = "".join(f" {key}={value}" for key, value in (extras or {}).items())
-    return f"{phase} {run_phase_token(nonce, phase, extras)}{tail}"
-
-
-def authentic_phase_info(words: list[str], nonce: str) -> tuple[str, dict[str, str]] | None:
-    """(phase, extras) the worker itself announced, or None for anything a candidate could
-    forge without the nonce. A bare "compile" (the old unsigned form) moves no deadline."""
-    if words == ["compile"]:
-        return "compile", {}
-    if len(words) < 2 or words[0] not in SIGNED_PHASES:
-        return None
-    pairs = [word.partition("=") for word in words[2:]]
-    if any(not sep or not key for key, sep, _ in pairs):
-        return None
-    extras = {key: value for key, _, value in pairs}
-    if hmac.compare_digest(words[1], run_phase_token(nonce, words[0], extras)):
-        return words[0], extras
-    return None
-
-
-def authentic_phase(words: list[str], nonce: str) -> str | None:
-    """The phase the worker itself announced, or None for anything a candidate could forge."""
-    info = authentic_phase_info(words, nonce)
-    return info[0] if info else None
-
-
-def activity_mac(nonce: str, count: int) -> str:
-    """Signs the worker's compile-activity heartbeat (see worker.CompileActivity)."""
-    return result_mac(nonce, {"activity": count})
-
-
-def read_activity(eval_dir: Path, nonce: str) -> int | None:
-    """The heartbeat counter the worker last wrote, if authentic."""
-    try:
-        words = (eval_dir / ACTIVITY_FILE).read_text().split()
-    except OSError:
-        return None
-    if len(words) != 2 or not words[0].isdigit():
-        return None
-    count = int(words[0])
-    return count if hmac.compare_digest(words[1], activity_mac(nonce, count)) else None
 
 
 def wall_limit_s(compile_timeout_s: float, run_timeout_s: float, profile_s: float = 0.0) -> float:

@@ -38,7 +38,8 @@ from typing import Any
 import torch
 
 from engine.bench.config import EvalConfig
-from engine.bench.correctness import CallError, HarnessPatched, InstanceSnapshot, KernelClock
+from engine.bench.correctness import CallError, KernelClock
+from engine.bench.integrity import HarnessPatched, InstanceSnapshot
 from engine.bench.load_monitor import LoadWindow
 from engine.bench.result import TimingStats
 

@@ -15,15 +15,10 @@ Order matters and is part of the defence:
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import faulthandler
 import json
 import os
-import resource
-import signal
 import sys
-import sysconfig
-import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,235 +28,44 @@ from typing import Any
 
 import torch
 
+from engine.atomic_io import SCRATCH_FILE, atomic_write_text
 from engine.bench import backend_settings, correctness, deadlines, loader, profiling, timing
-from engine.bench.atomic_io import write_atomic
+from engine.bench.compile_activity import CompileActivity
 from engine.bench.compile_cache import CompileCache, ExtensionBuildError
 from engine.bench.config import EvalConfig
-from engine.bench.correctness import (
-    CallError,
-    CheckFailure,
+from engine.bench.correctness import CallError, KernelClock, Trial
+from engine.bench.integrity import (
     HarnessPatched,
     InstanceSnapshot,
-    KernelClock,
-    Trial,
+    NamespaceSnapshot,
+    integrity_failure,
 )
 from engine.bench.load_monitor import EXTERNAL_LOAD_CORES
-from engine.bench.memory_guard import address_space_cap, memory_limit_bytes
+from engine.bench.output_checks import CheckFailure, TrialStats, compare_outputs
+from engine.bench.process_tree import kill_descendants
 from engine.bench.result import EvalResult
-from engine.bench.sandbox import ACTIVITY_FILE, STACK_DUMP_SIGNAL, result_mac
+from engine.bench.sandbox import STACK_DUMP_SIGNAL
+from engine.bench.signed_files import CHECKPOINT_FILE, result_mac
+from engine.bench.worker_setup import apply_limits, resolve_device, steady_allocator
 
-FILE_SIZE_LIMIT = 1 << 30
 SPOT_CHECK_ELEMENTS = 4096  # per output, per timing round
-CHECKPOINT_FILE = "checkpoint.json"  # signed partial verdicts, kept if the worker is killed
 SECOND_CALL_ABOVE_S = 0.05  # a first reference call slower than this is timed once more
-ACTIVITY_POLL_S = 0.2
-# Code whose frames on the main thread's stack mean "compiling": dynamo tracing, AOT
-# autograd, Inductor codegen and its C++ builds, Triton, cpp_extension and our cache wrapper.
-COMPILE_CODE_MARKERS = (
-    "/torch/_dynamo/",
-    "/torch/_inductor/",
-    "/torch/_functorch/",
-    "/torch/_subclasses/",
-    "/torch/fx/",
-    "/torch/utils/cpp_extension.py",
-    "/triton/compiler/",
-    "/triton/backends/",
-    "/engine/bench/compile_cache.py",
-)
-_STDLIB = sysconfig.get_paths()["stdlib"]
 
 
 class Stop(Exception):
     """Ends the evaluation early; the verdict is already in the result."""
 
 
-# Bound at import (in the fork server), so a candidate that patches os.replace or json.dumps
+# Bound at import (in the fork server), so a candidate that patches os.write or json.dumps
 # cannot rewrite the verdict on its way to disk.
-_os_open, _os_write, _os_close = os.open, os.write, os.close
-_os_read, _os_listdir, _os_kill, _os_waitpid = os.read, os.listdir, os.kill, os.waitpid
-_os_getpid, _os_getpgrp = os.getpid, os.getpgrp
+_os_write = os.write
 _json_dumps = json.dumps
-CHILD_KILL_PASSES = 5  # a process that forks while we kill gets a few more sweeps
 
 
 def note(text: str) -> None:
     """A harness line for log.txt, straight to fd 2 (the candidate may have replaced print)."""
     with contextlib.suppress(OSError):
         _os_write(2, f"[stark] {text}\n".encode())
-
-
-def _read_small(path: str) -> str:
-    try:
-        fd = _os_open(path, os.O_RDONLY)
-    except OSError:
-        return ""
-    try:
-        return _os_read(fd, 1 << 16).decode(errors="replace")
-    except OSError:
-        return ""
-    finally:
-        _os_close(fd)
-
-
-def _stat_fields(pid: int) -> list[str]:
-    """/proc/PID/stat after the command name: state, ppid, pgrp, session, ..."""
-    text = _read_small(f"/proc/{pid}/stat")
-    return text[text.rfind(")") + 2 :].split() if ")" in text else []
-
-
-def _children_of(pid: int) -> list[int]:
-    try:
-        tasks = _os_listdir(f"/proc/{pid}/task")
-    except OSError:
-        return []
-    return [
-        int(child)
-        for tid in tasks
-        for child in _read_small(f"/proc/{pid}/task/{tid}/children").split()
-    ]
-
-
-def live_descendants() -> list[int]:
-    """Running processes the candidate left behind: descendants of this worker (via
-    /proc/*/task/*/children, recursively) plus, when the worker leads its own process group
-    (it does under the sandbox), members of that group, which catches a double fork. Zombies
-    are reaped and not counted: they use no CPU."""
-    me = _os_getpid()
-    found: set[int] = set()
-    pending = _children_of(me)
-    while pending and len(found) < 10_000:
-        pid = pending.pop()
-        if pid not in found:
-            found.add(pid)
-            pending.extend(_children_of(pid))
-    if _os_getpgrp() == me:
-        for entry in _os_listdir("/proc"):
-            if entry.isdigit() and int(entry) != me:
-                fields = _stat_fields(int(entry))
-                if len(fields) > 2 and fields[2] == str(me):
-                    found.add(int(entry))
-    live: list[int] = []
-    for pid in sorted(found):
-        fields = _stat_fields(pid)
-        if not fields:
-            continue  # already gone
-        if fields[0] in ("Z", "X"):
-            with contextlib.suppress(ChildProcessError, OSError):
-                _os_waitpid(pid, os.WNOHANG)
-            continue
-        live.append(pid)
-    return live
-
-
-def kill_descendants() -> int:
-    """SIGKILL every live descendant (a few sweeps, for ones forked meanwhile); how many the
-    first sweep found."""
-    first = 0
-    for sweep in range(CHILD_KILL_PASSES):
-        pids = live_descendants()
-        if sweep == 0:
-            first = len(pids)
-        if not pids:
-            break
-        for pid in pids:
-            with contextlib.suppress(OSError):
-                _os_kill(pid, signal.SIGKILL)
-        for pid in pids:  # reap our own children; orphans go to the fork server (a subreaper)
-            with contextlib.suppress(ChildProcessError, OSError):
-                _os_waitpid(pid, 0)
-    return first
-
-
-def resolve_device(requested: str) -> torch.device:
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("CUDA was requested but no CUDA device is available to the worker")
-    return torch.device(requested)
-
-
-M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc mallopt parameters
-
-
-def steady_allocator() -> bool:
-    """Keep freed memory in the process (glibc: no mmap for big blocks, never trim), so that
-    neither side pays page faults to get back memory it just freed. Otherwise an eager chain
-    of large temporaries times bimodally (e.g. 8.5 ms or 17 ms for the same code) depending on
-    glibc's adaptive mmap threshold. Applied before either side runs: both are timed alike."""
-    try:
-        libc = ctypes.CDLL(None)
-        return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(
-            libc.mallopt(M_TRIM_THRESHOLD, ctypes.c_int(2**31 - 1))
-        )
-    except (OSError, AttributeError):
-        return False  # not glibc: the platform allocator as it is
-
-
-def apply_limits(device: torch.device, config: EvalConfig) -> None:
-    """File size always. Memory is limited on what is resident, by the sandbox's watchdog
-    (memory_guard.py); here only a generous address-space cap on CPU, so one allocation that
-    could never fit fails at once inside the worker instead of being killed."""
-    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT, FILE_SIZE_LIMIT))
-    if device.type != "cpu":
-        return  # CUDA reserves huge virtual ranges; RLIMIT_AS would break it
-    fields = _read_small("/proc/self/statm").split()
-    mapped = int(fields[0]) * os.sysconf("SC_PAGE_SIZE") if fields else 0
-    cap = address_space_cap(memory_limit_bytes(config), mapped)
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    if hard != resource.RLIM_INFINITY:
-        cap = min(cap, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
-
-
-def compiling_frame(frame: Any) -> bool:
-    """Is the innermost frame that is not the standard library's (subprocess waits,
-    threading) inside compiler code? A candidate's own loop is never: its frames are its."""
-    depth = 0
-    while frame is not None and depth < 200:
-        filename = frame.f_code.co_filename
-        if not (filename.startswith(_STDLIB) or filename.startswith("<frozen")):
-            return any(marker in filename for marker in COMPILE_CODE_MARKERS)
-        frame = frame.f_back
-        depth += 1
-    return False
-
-
-class CompileActivity:
-    """While the reference's first calls or the candidate's first call run, a harness thread
-    looks at the main thread's stack every 0.2 s and, when it is inside compiler code, bumps a
-    signed counter in the file `activity`: the sandbox then restarts the warm-up's run
-    deadline (within the compile deadline). An endless loop in forward is not compiling, so
-    it meets the run deadline, not the compile one."""
-
-    def __init__(self, eval_dir: Path, sign: Callable[[dict[str, object]], str]) -> None:
-        self.path = eval_dir / ACTIVITY_FILE
-        self.sign = sign
-        self.count = 0
-        self._main = threading.main_thread().ident
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def __enter__(self) -> CompileActivity:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._watch, name="stark-compile-watch")
-        self._thread.daemon = True
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-
-    def _watch(self) -> None:
-        while not self._stop.wait(ACTIVITY_POLL_S):
-            frame = sys._current_frames().get(self._main)  # noqa: SLF001
-            if frame is not None and compiling_frame(frame):
-                self.count += 1
-                with contextlib.suppress(OSError):
-                    write_atomic(self.path, f"{self.count} {self.sign({'activity': self.count})}")
-            del frame
 
 
 @dataclass
@@ -283,7 +87,7 @@ class Evaluation:
     reference_call_s: float | None = None  # measured before the candidate was loaded
     plan: deadlines.RunPlan | None = None
     reference: ModuleType | None = None
-    pristine: correctness.NamespaceSnapshot | None = None
+    pristine: NamespaceSnapshot | None = None
     backend: backend_settings.BackendSettings = ()  # torch's switches before the candidate
     compile_cache: CompileCache | None = None
     # This object, its clocks and kernel clock by identity, filled in (never rebound) just
@@ -313,7 +117,7 @@ class Evaluation:
             extras["call_s"] = f"{self.reference_call_s:.6f}"
         token = self.sign({"phase": name, **extras})
         tail = "".join(f" {key}={value}" for key, value in extras.items())
-        write_atomic(self.eval_dir / "phase", f"{name} {token}{tail}")
+        atomic_write_text(self.eval_dir / "phase", f"{name} {token}{tail}", **SCRATCH_FILE)
 
     def checkpoint(self, name: str) -> None:
         """A signed copy of the verdict so far: if a later deadline kills the worker, the
@@ -323,7 +127,7 @@ class Evaluation:
         mac = self.sign({"checkpoint": name, "result": verdict})
         body = {"checkpoint": name, "result": verdict, "mac": mac}
         with contextlib.suppress(OSError, TypeError, ValueError):
-            write_atomic(self.eval_dir / CHECKPOINT_FILE, _json_dumps(body))
+            atomic_write_text(self.eval_dir / CHECKPOINT_FILE, _json_dumps(body), **SCRATCH_FILE)
 
     def measure_reference(self, ref_model: Any, canary: Trial) -> None:
         """The reference's first call computes the canary's answer; if it is slow, a second
@@ -377,7 +181,7 @@ class Evaluation:
         with CompileActivity(self.eval_dir, self.sign):
             self.measure_reference(ref_model, canary)
         self.reference = reference
-        self.pristine = correctness.NamespaceSnapshot.take(reference)
+        self.pristine = NamespaceSnapshot.take(reference)
         self.backend = backend_settings.current()
 
         self.compile_start_ns = self.clocks.perf_ns()
@@ -542,7 +346,7 @@ class Evaluation:
     def correctness_trials(self, reference: ModuleType, ref_model: Any, new_model: Any) -> Trial:
         trials = self.config.correctness_trials
         self.result.correctness_trials = trials
-        stats = correctness.TrialStats()
+        stats = TrialStats()
         trial: Trial | None = None
         for index in range(trials):
             trial = self.draw(reference)
@@ -592,7 +396,7 @@ class Evaluation:
 
         def verify(new_out: Any, ref_out: Any, full: bool) -> None:
             spot = 0 if full else SPOT_CHECK_ELEMENTS
-            correctness.compare_outputs(new_out, ref_out, atol, rtol, spot_check=spot)
+            compare_outputs(new_out, ref_out, atol, rtol, spot_check=spot)
 
         def redraw() -> list[Any]:
             """Fresh inputs from a new secret seed, for inputs rescaling cannot change."""
@@ -649,7 +453,7 @@ class Evaluation:
         )
         start = self.clocks.perf_ns()
         try:
-            correctness.compare_outputs(again.reference_out, canary.reference_out, atol, rtol)
+            compare_outputs(again.reference_out, canary.reference_out, atol, rtol)
         except CheckFailure as exc:
             raise self.fail(
                 "correctness",
@@ -700,30 +504,6 @@ class Evaluation:
             )
         except Exception as exc:  # noqa: BLE001 - a profile is advisory; keep the verdict
             note(f"profiling failed: {loader.one_line(exc)}")
-
-
-def integrity_failure(
-    pristine: correctness.NamespaceSnapshot | None,
-    reference: ModuleType | None,
-    guards: list[InstanceSnapshot] | tuple[InstanceSnapshot, ...] = (),
-    _changed: Any = correctness.NamespaceSnapshot.changed,  # bound before user code exists
-    _instance_changed: Any = InstanceSnapshot.changed,
-) -> tuple[str, str] | None:
-    """(error, flag) if the candidate replaced anything in torch, the reference or the
-    harness (its modules, classes, or the worker's own objects)."""
-    patched = [name for guard in guards for name in _instance_changed(guard)]
-    changed = patched + (
-        _changed(pristine, reference) if pristine is not None and reference is not None else []
-    )
-    if not changed:
-        return None
-    shown = ", ".join(changed[:3]) + (f" (+{len(changed) - 3} more)" if len(changed) > 3 else "")
-    if patched or any(name.startswith("engine.") for name in changed):
-        return f"candidate patched the benchmark harness ({shown})", "harness_patched"
-    return (
-        f"candidate replaced {shown}; the reference's behaviour and timing can't be trusted",
-        "torch_patched",
-    )
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
@@ -784,4 +564,5 @@ def run(eval_dir: str, _integrity: Any = integrity_failure) -> None:
         started = evaluation.compile_start_ns
         result.compile_s = (clocks.perf_ns() - started) / 1e9 if started is not None else 0.0
     verdict = result.to_dict()
-    write_atomic(result_path, _json_dumps({"result": verdict, "mac": result_mac(nonce, verdict)}))
+    signed = {"result": verdict, "mac": result_mac(nonce, verdict)}
+    atomic_write_text(result_path, _json_dumps(signed), **SCRATCH_FILE)

@@ -20,11 +20,23 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from engine.atomic_io import (
+    append_line,
+    atomic_directory,
+    atomic_write_text,
+    remove_stale_tmp_files,
+)
 from engine.bench.config import EvalConfig
 from engine.bench.result import EvalResult
 from engine.trace.actions import ActionType, ConductorKind
 from engine.trace.reply import render_result, split_think
-from engine.trace.sanitize import MIN_SECRET_LEN, redact, sanitize_name
+from engine.trace.sanitize import (
+    DEFAULT_MAX_BYTES,
+    MIN_SECRET_LEN,
+    redact,
+    sanitize_name,
+    truncate_text,
+)
 from engine.trace.verify_script import (
     candidate_file_name,
     detect_impl_type,
@@ -34,14 +46,6 @@ from engine.trace.verify_script import (
 )
 from engine.trace.versions import describe as describe_versions
 from engine.trace.versions import environment_versions
-from engine.trace.writer import (
-    DEFAULT_MAX_BYTES,
-    append_line,
-    atomic_directory,
-    atomic_write_text,
-    remove_stale_tmp_files,
-    truncate_text,
-)
 
 try:  # POSIX: also serialise steps between processes sharing one trace directory
     import fcntl

@@ -1,5 +1,5 @@
 """Make untrusted text safe to put on disk: names that cannot escape the trace
-directory, and secrets that never reach a file.
+directory, secrets that never reach a file, and logs cut to a bounded size.
 
 Names come from users and models (op names, task ids); a trace directory must
 never be steered elsewhere by them. Secrets (API keys, bearer tokens) can slip
@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 
 REDACTED = "[REDACTED]"
+DEFAULT_MAX_BYTES = 1024 * 1024
 MAX_NAME_LEN = 64
 _HASH_LEN = 8
 _SAFE_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
@@ -191,3 +192,26 @@ def _keep_head(match: re.Match[str]) -> str:
     if match["value"].strip() == REDACTED:
         return match[0]
     return f"{match['head']}{REDACTED}"
+
+
+def truncate_text(text: str, max_bytes: int = DEFAULT_MAX_BYTES) -> str:
+    """Keep the head and the tail of an over-long text with a visible marker between.
+
+    Both ends matter in a log: the head says what ran, the tail says how it ended.
+    The result is at most about `max_bytes` UTF-8 bytes (plus the marker line).
+    """
+    if max_bytes <= 0:
+        raise ValueError("max_bytes must be positive")
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= max_bytes:
+        return text
+    head_bytes = max_bytes // 2
+    tail_bytes = max_bytes - head_bytes
+    head = data[:head_bytes].decode("utf-8", "ignore")
+    tail = data[len(data) - tail_bytes :].decode("utf-8", "ignore")
+    dropped = len(data) - len(head.encode()) - len(tail.encode())
+    marker = (
+        f"\n[... STARK TRACE: {dropped} bytes truncated here "
+        f"(file was {len(data)} bytes, limit {max_bytes}) ...]\n"
+    )
+    return head + marker + tail

@@ -10,7 +10,7 @@ import textwrap
 PROBE = textwrap.dedent(
     """
     import resource, sys, torch
-    from engine.bench.worker import steady_allocator
+    from engine.bench.worker_setup import steady_allocator
     if sys.argv[1] == "pinned":
         assert steady_allocator()
     def faults():

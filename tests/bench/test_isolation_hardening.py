@@ -14,17 +14,18 @@ from pathlib import Path
 import pytest
 
 from engine.bench import Benchmarker, EvalConfig
+from engine.bench.cache_manifest import MANIFEST_FILE, CacheManifest
 from engine.bench.cli import human_report
-from engine.bench.evaluate import MANIFEST_FILE, CacheManifest, trusted_speedup
+from engine.bench.environment import scrubbed_environment
+from engine.bench.evaluate import trusted_speedup
 from engine.bench.result import EvalResult, TimingStats
-from engine.bench.sandbox import (
+from engine.bench.sandbox import wall_limit_s
+from engine.bench.signed_files import (
     CACHE_BUILDS_FILE,
     authentic_phase,
     result_mac,
     run_phase_token,
-    scrubbed_environment,
     sha256_file,
-    wall_limit_s,
 )
 from tests.bench.conftest import candidate, ref
 
@@ -77,7 +78,7 @@ def test_scrubbed_environment_drops_secrets_and_keeps_the_toolchain() -> None:
 def _dumpable_after_hiding(env: dict[str, str]) -> str:
     """Run hide_own_environment() in a fresh process started with `env`; PR_GET_DUMPABLE."""
     script = (
-        "import ctypes; from engine.bench.sandbox import hide_own_environment; "
+        "import ctypes; from engine.bench.environment import hide_own_environment; "
         "hide_own_environment(); print(ctypes.CDLL(None).prctl(3, 0, 0, 0, 0))"
     )
     root = str(Path(__file__).resolve().parents[2])

@@ -14,7 +14,7 @@ import pytest
 from engine.bench import Benchmarker, EvalConfig
 from engine.bench.deadlines import plan_run, timeout_error
 from engine.bench.memory_guard import address_space_cap
-from engine.bench.sandbox import authentic_phase_info, phase_line, run_phase_token
+from engine.bench.signed_files import authentic_phase_info, phase_line, run_phase_token
 
 from .conftest import candidate, ref
 
@@ -332,7 +332,7 @@ def test_a_reference_hanging_during_the_trials_is_not_blamed_on_the_candidate(
 
 
 def test_the_log_dump_is_only_believed_after_the_kill_request(tmp_path: Path) -> None:
-    from engine.bench.evaluate import crash_location, side_running
+    from engine.bench.post_mortem import crash_location, side_running
 
     cand, refp = tmp_path / "candidate.py", tmp_path / "reference.py"
     dump = (

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.bench import correctness, timing
-from engine.bench.correctness import CheckFailure, InstanceSnapshot
+from engine.bench import timing
+from engine.bench.integrity import HarnessPatched, InstanceSnapshot
+from engine.bench.output_checks import CheckFailure, compare_outputs
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -79,7 +80,7 @@ def test_instance_snapshot_sees_shadowed_methods_and_rebound_attributes() -> Non
     owner.method = lambda: 2  # type: ignore[method-assign]
     owner.clock = object()
     assert guard.changed() == ["Owner.clock", "Owner.method"]
-    with pytest.raises(correctness.HarnessPatched, match="Owner.clock"):
+    with pytest.raises(HarnessPatched, match="Owner.clock"):
         timing.raise_if_patched(guard)
 
 
@@ -119,9 +120,9 @@ def test_chained_rescale_keeps_inputs_a_factor_of_the_pristine_ones() -> None:
 )
 def test_output_container_must_match(new: object, ref: object, message: str) -> None:
     with pytest.raises(CheckFailure, match=message):
-        correctness.compare_outputs(new, ref, None, None)
+        compare_outputs(new, ref, None, None)
 
 
 def test_named_tuple_output_counts_as_a_tuple() -> None:
     ref = torch.max(torch.randn(4, 3), dim=1)  # torch.return_types.max
-    correctness.compare_outputs(tuple(t.clone() for t in ref), ref, None, None)
+    compare_outputs(tuple(t.clone() for t in ref), ref, None, None)

@@ -167,7 +167,7 @@ def test_builds_target_the_devices_own_architecture(
 ) -> None:
     from torch.utils import cpp_extension
 
-    from engine.bench.compile_cache import cuda_arch_list
+    from engine.bench.toolchain import cuda_arch_list
 
     assert cuda_arch_list(*capability) == arch_list
     monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", arch_list)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from engine.atomic_io import TMP_SUFFIX, append_line, atomic_write_text, remove_stale_tmp_files
 from engine.trace import ActionType, Trace
-from engine.trace.writer import TMP_SUFFIX, append_line, atomic_write_text, remove_stale_tmp_files
 
 
 def _tmp_files(root: Path) -> list[Path]:

@@ -9,8 +9,7 @@ import pytest
 
 from engine.bench import EvalConfig, EvalResult
 from engine.trace import ActionType, Trace, redact, sanitize_name
-from engine.trace.sanitize import REDACTED, looks_like_random_key
-from engine.trace.writer import truncate_text
+from engine.trace.sanitize import REDACTED, looks_like_random_key, truncate_text
 
 FAKE_OPENAI_KEY = "sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z"
 FAKE_ENV_SECRET = "q7-not-a-real-value-but-secret"
