@@ -7,7 +7,7 @@ into a git-ignored folder (`.kb/` by default) that a device run can carry.
 The torch.compile baseline is a candidate like any other: the reference file
 with a `ModelNew` that subclasses `Model` and compiles its forward, benchmarked
 against eager by the same benchmarker, so both baselines are timed identically.
-Those sources, the beyond-IQR rule and the geomean come from `engine.remeasure`
+Those sources, the beyond-IQR rule and the geomean come from `engine.search.remeasure`
 (what `stark optimize` and `stark batch` use to re-measure their best kernels), so
 this suite and the engine count a win the same way.
 """
@@ -24,13 +24,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.remeasure import (
+from engine.artifacts.remeasured import beyond_iqr, geomean
+from engine.search.remeasure import (
     COMPILE_BASELINE_SUFFIX,
     COMPILED_REFERENCE_SUFFIX,
-    beyond_iqr,
     compile_baseline_source,
     compiled_reference_source,
-    geomean,
 )
 
 __all__ = [

@@ -24,9 +24,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from engine.agents.offline import OfflineAgent  # noqa: E402
+from engine.artifacts.taskdir import TaskDir, timestamp  # noqa: E402
 from engine.bench import Benchmarker, EvalConfig  # noqa: E402
 from engine.search import SearchConfig, StarkSearch  # noqa: E402
-from engine.taskdir import TaskDir, timestamp  # noqa: E402
 
 DEFAULT_EXAMPLES = (
     "examples/elementwise_chain.py",

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from engine.remeasure import Comparison, Remeasured, Timing
+from engine.artifacts.remeasured import Comparison, Remeasured, Timing
 
 log = logging.getLogger(__name__)
 

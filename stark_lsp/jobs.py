@@ -21,6 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from engine.artifacts.remeasured import Remeasured
 from engine.bench.result import EvalResult
 from engine.events import (
     BestImproved,
@@ -33,7 +34,6 @@ from engine.events import (
     TaskStarted,
     event_from_dict,
 )
-from engine.remeasure import Remeasured
 from stark_lsp import procs
 from stark_lsp.best import BestFigure, best_figure, parse_remeasured
 from stark_lsp.eventcheck import check_event

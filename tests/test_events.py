@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from engine.events import (
+from engine.artifacts.events import (
     EVENT_TYPES,
     BestImproved,
     EventFanout,

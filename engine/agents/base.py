@@ -94,3 +94,17 @@ class Agent(Protocol):
     def model_for(self, role: Role) -> str: ...
 
     def complete(self, request: AgentRequest) -> AgentReply: ...
+
+
+def repaired_role(request: AgentRequest) -> Role:
+    """The role whose malformed reply a REPAIR request fixes, from the fields the search
+    fills for each role: debug has an error log, code has a plan, plan has a parent."""
+    if request.role is not Role.REPAIR:
+        return Role(request.role)
+    if request.error_log:
+        return Role.DEBUG
+    if request.plan is not None:
+        return Role.CODE
+    if request.parent_code is not None:
+        return Role.PLAN
+    return Role.SEED

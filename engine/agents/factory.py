@@ -9,6 +9,8 @@ reporting an offline search as if a model had planned it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
 
 from engine.agents.base import Agent
 from engine.agents.settings import AgentSettings
@@ -60,3 +62,25 @@ def choose_agent(kind: str, settings: AgentSettings | None = None, seed: int = 0
 def make_agent(kind: str, settings: AgentSettings | None = None, seed: int = 0) -> Agent:
     """The agent alone, for callers that do not report a fallback."""
     return choose_agent(kind, settings, seed).agent
+
+
+@dataclass(slots=True)
+class AgentSetup:
+    """A resolved agent with what a run records about it."""
+
+    agent: Any
+    kind: str  # offline | openai (after resolving auto)
+    public: dict[str, Any]  # settings without the key, for tree.json
+    secrets: list[str | None]  # values the task directory and events must never show
+    fallback: str | None = None  # why --agent auto chose the offline agent
+
+
+def agent_setup(choice: AgentChoice, settings: AgentSettings, seed: int) -> AgentSetup:
+    """What a run keeps of a chosen agent: public settings for tree.json (no key), and the
+    secrets to redact, including a password in a proxy URL (user:password@host)."""
+    public = settings.to_public_dict() if choice.kind != "offline" else {"offline_seed": seed}
+    secrets: list[str | None] = [settings.api_key]
+    for role in (settings.plan, settings.code, settings.debug):
+        if role.base_url:
+            secrets.append(urlsplit(role.base_url).password)
+    return AgentSetup(choice.agent, choice.kind, public, secrets, choice.fallback_reason)

@@ -57,7 +57,7 @@ MAX_RECORDS = 24  # records a header carries down a branch (oldest dropped first
 def classify(log: str) -> str:
     """The failure class of an error message or log tail ("runtime" when nothing matches).
 
-    In an error tail (`engine.context.error_tail`) only the verdict lines count, so a log
+    In an error tail (`engine.search.context.error_tail`) only the verdict lines count, so a log
     that merely mentions "timeout" or "compile" cannot change the class."""
     verdict = [
         line for line in (log or "").splitlines() if line.startswith(("error: ", "benchmarker: "))

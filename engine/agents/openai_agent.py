@@ -17,8 +17,8 @@ from typing import Any
 
 import openai
 
-from engine.agents.base import AgentError, AgentReply, AgentRequest, ReplyKind, Role
-from engine.agents.settings import AgentSettings, RoleSettings, redact_url, repaired_role
+from engine.agents.base import AgentError, AgentReply, AgentRequest, ReplyKind, Role, repaired_role
+from engine.agents.settings import AgentSettings, RoleSettings, redact_url
 
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
 NO_KEY_PLACEHOLDER = "no-key"  # local servers ignore the key, but the client wants one

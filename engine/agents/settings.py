@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from engine.agents.base import AgentRequest, Role
+from engine.agents.base import Role
 
 DEFAULT_MODEL = "gpt-4o-mini"
 DEFAULT_TEMPERATURES: dict[str, float] = {"plan": 0.8, "code": 0.1, "debug": 0.1}
@@ -162,7 +162,7 @@ class AgentSettings:
 
     def for_role(self, role: Role | str) -> RoleSettings:
         """SEED writes code, so it uses the code settings; a bare REPAIR uses them too
-        (agents map a repair request to its role with `repaired_role` first)."""
+        (agents map a repair request to its role with `base.repaired_role` first)."""
         name = str(role)
         if name in ("seed", "repair"):
             name = "code"
@@ -215,20 +215,6 @@ class AgentSettings:
         )
 
     __str__ = __repr__
-
-
-def repaired_role(request: AgentRequest) -> Role:
-    """The role whose malformed reply a REPAIR request fixes, from the fields the search
-    fills for each role: debug has an error log, code has a plan, plan has a parent."""
-    if request.role is not Role.REPAIR:
-        return Role(request.role)
-    if request.error_log:
-        return Role.DEBUG
-    if request.plan is not None:
-        return Role.CODE
-    if request.parent_code is not None:
-        return Role.PLAN
-    return Role.SEED
 
 
 # --- resolution helpers ---------------------------------------------------------------------

@@ -1,5 +1,7 @@
-"""The offline agent's catalogue of semantics-preserving transformations, and the code
-generator that turns a reference `Model` plus a set of them into a standalone `ModelNew`.
+"""The offline agent's catalogue of semantics-preserving transformations: what each does,
+where it applies (`analyse_reference`), the header that records a set, and the anchors a
+plan edits. The code generator that turns a reference plus a set into a standalone
+`ModelNew` is `engine.agents.render`.
 
 Generated modules inline the reference (minus `get_inputs` / `get_init_inputs` and any
 `__main__` block) and define `class ModelNew(Model)`: subclassing keeps the order in which
@@ -145,7 +147,7 @@ class ReferenceFeatures:
     has_conv2d: bool
     has_conv: bool
     has_matmul: bool
-    pointwise_ops: int  # calls and arithmetic in Model.forward: how much there is to fuse
+    forward_ops: int  # calls and arithmetic operators in Model.forward: how much to fuse
     has_reduction: bool
 
     def __str__(self) -> str:
@@ -158,7 +160,7 @@ class ReferenceFeatures:
             )
             if present
         ]
-        kinds.append(f"{self.pointwise_ops} ops in forward")
+        kinds.append(f"{self.forward_ops} ops in forward")
         return "a model with " + ", ".join(kinds)
 
 
@@ -171,24 +173,24 @@ _REDUCTION = re.compile(
 
 
 def analyse_reference(source: str) -> ReferenceFeatures:
-    tree = _parse(source, "reference")
-    model = _find_class(tree, "Model")
+    tree = parse_module(source, "reference")
+    model = find_class(tree, "Model")
     if model is None:
         raise ValueError("the reference defines no class Model")
     forward = next(
         (n for n in model.body if isinstance(n, ast.FunctionDef) and n.name == "forward"), None
     )
     forward_src = ast.unparse(forward) if forward is not None else ""
-    pointwise = 0
+    forward_ops = 0
     if forward is not None:
         for node in ast.walk(forward):
             if isinstance(node, ast.Call | ast.BinOp | ast.UnaryOp):
-                pointwise += 1
+                forward_ops += 1
     return ReferenceFeatures(
         has_conv2d=bool(_CONV2D.search(source)),
         has_conv=bool(_CONV.search(source)),
         has_matmul=bool(_MATMUL.search(ast.unparse(model))),
-        pointwise_ops=pointwise,
+        forward_ops=forward_ops,
         has_reduction=bool(_REDUCTION.search(forward_src)),
     )
 
@@ -300,7 +302,7 @@ def anchor(code: str) -> str:
         tree = ast.parse(code)
     except SyntaxError:
         return "\n".join([ANCHOR_BEGIN, *lines, ANCHOR_END]) + "\n"
-    cls = _find_class(tree, "ModelNew")
+    cls = find_class(tree, "ModelNew")
     if cls is None:
         return "\n".join([ANCHOR_BEGIN, *lines, ANCHOR_END]) + "\n"
     spans: list[tuple[int, int, int]] = []  # (first line, last line, indent), 1-based
@@ -323,217 +325,14 @@ def anchor(code: str) -> str:
     return "\n".join(out) + "\n"
 
 
-# --- code generation ----------------------------------------------------------------------
-
-
-def strip_reference(source: str) -> tuple[list[str], str]:
-    """(future imports, body): the reference without its input helpers and `__main__` block."""
-    tree = _parse(source, "reference")
-    lines = source.splitlines()
-    drop: set[int] = set()
-    futures: list[str] = []
-    for node in tree.body:
-        first = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))])
-        last = node.end_lineno or node.lineno
-        input_helper = isinstance(node, ast.FunctionDef) and node.name in (
-            "get_inputs",
-            "get_init_inputs",
-        )
-        main_block = isinstance(node, ast.If) and "__name__" in ast.unparse(node.test)
-        if input_helper or main_block:
-            drop.update(range(first, last + 1))
-        elif isinstance(node, ast.ImportFrom) and node.module == "__future__":
-            futures.append("\n".join(lines[first - 1 : last]))
-            drop.update(range(first, last + 1))
-    kept = [line for number, line in enumerate(lines, start=1) if number not in drop]
-    body = re.sub(r"\n{3,}", "\n\n\n", "\n".join(kept)).strip("\n")
-    return futures, body
-
-
-def render_module(
-    reference_src: str,
-    transforms: list[str],
-    *,
-    title: str,
-    meta: dict[str, object] | None = None,
-) -> str:
-    """A complete candidate file applying `transforms` (already normalised) to the reference."""
-    futures, body = strip_reference(reference_src)
-    header = make_header({"transforms": list(transforms), **(meta or {})})
-    title = " ".join(title.split())  # one comment line, whatever the plan's title held
-    chosen = set(transforms)
-    precision = next((t for t in transforms if CATALOGUE[t].group == "precision"), None)
-    compile_name = next((t for t in transforms if t in COMPILE_MODES), None)
-
-    out: list[str] = [header, f"# {title}"]
-    out += futures
-    if not _imports_torch(reference_src):
-        out += ["import torch", ""]
-    out += [body, "", ""]
-    out += [
-        "# " + "-" * 76,
-        "# STARK offline agent: ModelNew = the reference Model with these transformations:",
-    ]
-    out += [f"#   - {t}: {CATALOGUE[t].step}" for t in transforms] or ["#   (none: plain eager)"]
-    out += ["# " + "-" * 76, "", ""]
-    if precision in ("fp16", "bf16_autocast"):
-        out += _CAST_HELPER + ["", ""]
-
-    doc = ", ".join(transforms) if transforms else "eager"
-    out += [
-        "class ModelNew(Model):",
-        f'    """The reference model, run with: {doc}."""',
-        "",
-        "    def __init__(self, *args, **kwargs):",
-        "        super().__init__(*args, **kwargs)",
-    ]
-    if "channels_last" in chosen:
-        out.append("        self.to(memory_format=torch.channels_last)")
-    if precision == "fp16":
-        out.append("        self.half()")
-    if compile_name is not None:
-        mode = COMPILE_MODES[compile_name]
-        out.append(
-            f'        self._stark_run = torch.compile(self._stark_eager, mode="{mode}", '
-            "dynamic=False)"
-        )
-    else:
-        out.append("        self._stark_run = self._stark_eager")
-    if "cuda_graph" in chosen:
-        out += [
-            "        self._stark_graph = None",
-            "        self._stark_graph_key = None",
-            "        self._stark_static_inputs = []",
-            "        self._stark_static_output = None",
-        ]
-    out += [
-        "",
-        "    def _stark_eager(self, *inputs):",
-        "        return Model.forward(self, *inputs)",
-        "",
-    ]
-    if "cuda_graph" in chosen:
-        out += _GRAPH_METHOD + [""]
-
-    out.append("    def forward(self, *inputs):")
-    if precision in ("fp16", "bf16_autocast"):
-        out += [
-            "        out_dtype = next(",
-            "            (x.dtype for x in inputs if isinstance(x, torch.Tensor) and x.is_floating_point()),",
-            "            torch.float32,",
-            "        )",
-        ]
-    if "channels_last" in chosen:
-        out += [
-            "        inputs = tuple(",
-            "            x.contiguous(memory_format=torch.channels_last)",
-            "            if isinstance(x, torch.Tensor) and x.dim() == 4",
-            "            else x",
-            "            for x in inputs",
-            "        )",
-        ]
-    if precision == "fp16":
-        out.append("        inputs = _stark_cast_floats(inputs, torch.float16)")
-    call = "self._stark_replay(*inputs)" if "cuda_graph" in chosen else "self._stark_run(*inputs)"
-    scoped = [
-        (f, v)
-        for f, v in (
-            ("torch.backends.cudnn.benchmark", "cudnn_benchmark" in chosen),
-            ("torch.backends.cuda.matmul.allow_tf32", precision == "tf32"),
-            ("torch.backends.cudnn.allow_tf32", precision == "tf32"),
-        )
-        if v
-    ]
-    contexts: list[str] = []
-    if "inference_mode" in chosen:
-        contexts.append("torch.inference_mode()")
-    if precision == "bf16_autocast":
-        contexts.append(
-            "torch.autocast(device_type=inputs[0].device.type if inputs and "
-            "isinstance(inputs[0], torch.Tensor) else 'cpu', dtype=torch.bfloat16)"
-        )
-    indent = "        "
-    if scoped:
-        # Global backend flags are set for this call only, so the reference is unaffected.
-        out += [f"{indent}saved = (", *(f"{indent}    {f}," for f, _ in scoped), f"{indent})"]
-        out += [f"{indent}{f} = True" for f, _ in scoped]
-        out.append(f"{indent}try:")
-        indent += "    "
-    for context in contexts:
-        out.append(f"{indent}with {context}:")
-        indent += "    "
-    out.append(f"{indent}out = {call}")
-    if scoped:
-        out.append("        finally:")
-        out += [
-            "            (",
-            *(f"                {f}," for f, _ in scoped),
-            "            ) = saved",
-        ]
-    if precision in ("fp16", "bf16_autocast"):
-        out.append("        return _stark_cast_floats(out, out_dtype)")
-    else:
-        out.append("        return out")
-    return "\n".join(out) + "\n"
-
-
-_CAST_HELPER = [
-    "def _stark_cast_floats(value, dtype):",
-    '    """Cast floating-point tensors (also inside tuples/lists) to `dtype`."""',
-    "    if isinstance(value, torch.Tensor):",
-    "        return value.to(dtype) if value.is_floating_point() else value",
-    "    if isinstance(value, (list, tuple)):",
-    "        return type(value)(_stark_cast_floats(v, dtype) for v in value)",
-    "    return value",
-]
-
-_GRAPH_METHOD = [
-    "    def _stark_replay(self, *inputs):",
-    '        """Capture once per input signature into a CUDA graph, then copy inputs in and',
-    '        replay; the output is cloned so callers never see the static buffer change."""',
-    "        key = tuple(",
-    "            (tuple(x.shape), x.dtype, x.device) if isinstance(x, torch.Tensor) else x",
-    "            for x in inputs",
-    "        )",
-    "        if self._stark_graph is None or key != self._stark_graph_key:",
-    "            self._stark_static_inputs = [",
-    "                x.clone() if isinstance(x, torch.Tensor) else x for x in inputs",
-    "            ]",
-    "            for _ in range(3):  # warm up: lazy init, autotuning and compilation",
-    "                self._stark_run(*self._stark_static_inputs)",
-    "            torch.cuda.synchronize()",
-    "            graph = torch.cuda.CUDAGraph()",
-    "            with torch.cuda.graph(graph):",
-    "                self._stark_static_output = self._stark_run(*self._stark_static_inputs)",
-    "            self._stark_graph = graph",
-    "            self._stark_graph_key = key",
-    "        for static, x in zip(self._stark_static_inputs, inputs):",
-    "            if isinstance(static, torch.Tensor):",
-    "                static.copy_(x)",
-    "        self._stark_graph.replay()",
-    "        out = self._stark_static_output",
-    "        if isinstance(out, torch.Tensor):",
-    "            return out.clone()",
-    "        return type(out)(o.clone() if isinstance(o, torch.Tensor) else o for o in out)",
-]
-
-
-def _imports_torch(source: str) -> bool:
-    """Whether the reference binds the name `torch` with a top-level `import torch`."""
-    for node in _parse(source, "reference").body:
-        if isinstance(node, ast.Import) and any(
-            alias.name == "torch" and alias.asname is None for alias in node.names
-        ):
-            return True
-    return False
-
-
-def _parse(source: str, what: str) -> ast.Module:
+def parse_module(source: str, what: str) -> ast.Module:
+    """The parsed module; a ValueError naming `what` when it does not parse."""
     try:
         return ast.parse(source)
     except SyntaxError as exc:
         raise ValueError(f"the {what} does not parse: {exc.msg} (line {exc.lineno})") from None
 
 
-def _find_class(tree: ast.Module, name: str) -> ast.ClassDef | None:
+def find_class(tree: ast.Module, name: str) -> ast.ClassDef | None:
+    """The top-level class `name`, if any."""
     return next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name), None)

@@ -20,11 +20,7 @@ from engine.bench.signed_files import (
 )
 
 MANIFEST_FILE = "manifest.json"
-
-
 _KEY = re.compile(r"[0-9a-f]{64}")
-
-
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 

@@ -20,7 +20,7 @@ from typing import Any, NoReturn, TextIO
 from engine.bench.config import EvalConfig
 from engine.bench.evaluate import Benchmarker
 from engine.bench.result import EvalResult
-from engine.cli import UsageError, add_tolerance_arguments
+from engine.cli.common import UsageError, add_tolerance_arguments
 
 # A candidate may name its reference in a leading comment, so `stark bench CANDIDATE` works.
 REFERENCE_HEADER = re.compile(r"^#\s*stark:\s*reference\s*=\s*(\S+)\s*$", re.MULTILINE)
@@ -99,34 +99,32 @@ def register(subparsers: Any) -> None:
             f"IQR/median < {defaults.noise_target:g} or {defaults.timing_budget_s:g} s per side)"
         ),
     )
-    parser.add_argument(
-        "--timeout",
-        type=_positive_seconds,
-        default=defaults.run_timeout_s,
-        metavar="SECONDS",
-        help="limit for running the candidate (default: %(default)s)",
+    seconds_options = (
+        ("--timeout", defaults.run_timeout_s, "limit for running the candidate"),
+        (
+            "--compile-timeout",
+            defaults.compile_timeout_s,
+            "limit for importing it, load_inline builds included",
+        ),
+        (
+            "--timing-budget",
+            defaults.timing_budget_s,
+            "seconds per side the adaptive timing may spend",
+        ),
+        (
+            "--profile-timeout",
+            defaults.profile_timeout_s,
+            "limit for --profile; a profile that runs over is skipped",
+        ),
     )
-    parser.add_argument(
-        "--compile-timeout",
-        type=_positive_seconds,
-        default=defaults.compile_timeout_s,
-        metavar="SECONDS",
-        help="limit for importing it, load_inline builds included (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--timing-budget",
-        type=_positive_seconds,
-        default=defaults.timing_budget_s,
-        metavar="SECONDS",
-        help="seconds per side the adaptive timing may spend (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--profile-timeout",
-        type=_positive_seconds,
-        default=defaults.profile_timeout_s,
-        metavar="SECONDS",
-        help="limit for --profile; a profile that runs over is skipped (default: %(default)s)",
-    )
+    for flag, default, meaning in seconds_options:
+        parser.add_argument(
+            flag,
+            type=_positive_seconds,
+            default=default,
+            metavar="SECONDS",
+            help=f"{meaning} (default: %(default)s)",
+        )
     parser.add_argument(
         "--threads",
         type=_positive_int,

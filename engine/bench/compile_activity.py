@@ -15,8 +15,6 @@ from engine.atomic_io import SCRATCH_FILE, atomic_write_text
 from engine.bench.signed_files import ACTIVITY_FILE
 
 ACTIVITY_POLL_S = 0.2
-
-
 # Code whose frames on the main thread's stack mean "compiling": dynamo tracing, AOT
 # autograd, Inductor codegen and its C++ builds, Triton, cpp_extension and our cache wrapper.
 COMPILE_CODE_MARKERS = (

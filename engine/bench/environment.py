@@ -11,20 +11,13 @@ from collections.abc import Mapping
 from pathlib import Path
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
-
-
 PR_SET_DUMPABLE = 4
-
 
 # Environment variables whose NAME says they hold a secret never reach the fork server.
 _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH", re.I)
-
-
 # Names the build and the run need; kept unless the name itself says secret. Everything else
 # is also dropped when its VALUE looks like a key (see engine.trace.sanitize.redact).
 _ESSENTIAL_NAMES = {"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "TMPDIR", "TERM"}
-
-
 _ESSENTIAL_PREFIXES = (
     "CC",
     "CXX",

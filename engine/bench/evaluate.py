@@ -21,6 +21,7 @@ from engine.bench.cache_manifest import CacheManifest
 from engine.bench.config import EvalConfig
 from engine.bench.deadlines import PHASE_TITLES, timeout_error
 from engine.bench.memory_guard import gib
+from engine.bench.outcome import WorkerOutcome
 from engine.bench.post_mortem import (
     crash_location,
     phase_after,
@@ -30,7 +31,7 @@ from engine.bench.post_mortem import (
     verdict_without_result,
 )
 from engine.bench.result import EvalResult
-from engine.bench.sandbox import HarnessError, Sandbox, WorkerOutcome
+from engine.bench.sandbox import HarnessError, Sandbox
 from engine.bench.signed_files import (
     result_mac,
 )

@@ -199,3 +199,10 @@ def integrity_failure(
         f"candidate replaced {shown}; the reference's behaviour and timing can't be trusted",
         "torch_patched",
     )
+
+
+def raise_if_patched(guard: InstanceSnapshot) -> None:
+    """A module function, not a method: shadowing it on the instance changes nothing."""
+    changed = guard.changed()
+    if changed:
+        raise HarnessPatched(changed)

@@ -20,96 +20,37 @@ import torch
 _Tensor = torch.Tensor
 _detach = torch.Tensor.detach
 _equal = torch.equal
-
-# Captured originals (see module docstring).
 _all = torch.all
-
-
 _le = torch.le
-
-
 _eq = torch.eq
-
-
 _mul = torch.mul
-
-
 _sum = torch.sum
-
-
 _isnan = torch.isnan
-
-
 _logical_or = torch.logical_or
-
-
 _isfinite = torch.isfinite
-
-
 _abs = torch.abs
-
-
 _sub = torch.sub
-
-
 _amax = torch.amax
-
-
 _ne = torch.ne
-
-
 _reshape = torch.reshape
-
-
 _mean = torch.mean
-
-
 _any = torch.any
-
-
 _logical_and = torch.logical_and
-
-
 _logical_not = torch.logical_not
-
-
 _where = torch.where
-
-
 _contiguous = torch.Tensor.contiguous
-
-
 _view = torch.Tensor.view
-
-
 _to = torch.Tensor.to
-
-
 _item = torch.Tensor.item
-
-
 _numel = torch.Tensor.numel
-
-
 _untyped_storage = torch.Tensor.untyped_storage
-
-
 _is_floating_point = torch.Tensor.is_floating_point
-
-
 _is_complex = torch.Tensor.is_complex
 
-
 HALF_DTYPES = (torch.float16, torch.bfloat16)
-
-
 # Tight bound when the tolerance band is large next to the reference's scale.
 TIGHT_REL_FP32 = 1e-2
-
-
 TIGHT_REL_HALF = 5e-2
-
-
 TOLERANCE_DWARFS_SCALE = 0.1
 
 

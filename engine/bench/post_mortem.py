@@ -12,8 +12,8 @@ from pathlib import Path
 from engine.bench.config import EvalConfig
 from engine.bench.deadlines import PHASE_ORDER, PHASE_TITLES, timeout_error
 from engine.bench.memory_guard import gib
+from engine.bench.outcome import WorkerOutcome
 from engine.bench.result import ErrorLocation, EvalResult
-from engine.bench.sandbox import WorkerOutcome
 from engine.bench.signed_files import (
     CHECKPOINT_FILE,
     authentic_phase,

@@ -48,6 +48,7 @@ from engine.bench.deadlines import (
 )
 from engine.bench.environment import hide_own_environment, scrubbed_environment
 from engine.bench.memory_guard import RSS_POLL_S, TreeWatch, memory_limit_bytes
+from engine.bench.outcome import MemoryExceeded, WorkerOutcome
 from engine.bench.signed_files import authentic_phase_info, read_activity, read_phase_words
 
 SERVER_START_TIMEOUT_S = 120.0
@@ -60,45 +61,6 @@ STACK_DUMP_SIGNAL = signal.SIGUSR1
 
 class HarnessError(RuntimeError):
     """The harness itself (not the candidate) could not run an evaluation."""
-
-
-@dataclass(slots=True)
-class MemoryExceeded:
-    """The watchdog killed the worker: its process tree's resident memory passed the limit."""
-
-    limit_bytes: int
-    peak_bytes: int
-    phase: str  # the phase it happened in ("start"/"reference": before the candidate existed)
-    reference_peak_bytes: int  # the tree's peak before the candidate was loaded
-
-
-@dataclass(slots=True)
-class WorkerOutcome:
-    """How the worker process ended, as seen from outside it."""
-
-    wait_status: int | None  # raw status from waitpid; None if it was never reaped
-    timed_out_phase: str | None  # the phase (deadlines.PHASE_ORDER) we killed it for time in
-    last_phase: str  # the last phase the worker reported
-    wall_s: float
-    compile_s: float | None  # time spent before the worker entered the run phase
-    deadline_s: float | None = None  # how long the deadline that passed was
-    memory: MemoryExceeded | None = None
-    plan: RunPlan | None = None  # the run phases' deadlines, sized from the reference
-    compile_seen: bool = False  # compile work was seen in the phase that timed out
-    dump_offset: int | None = None  # log.txt size when the stack dump was requested
-    phase_s: dict[str, float] | None = None  # seconds each phase took, as this side saw it
-
-    @property
-    def signal(self) -> int | None:
-        if self.wait_status is not None and os.WIFSIGNALED(self.wait_status):
-            return os.WTERMSIG(self.wait_status)
-        return None
-
-    @property
-    def exit_code(self) -> int | None:
-        if self.wait_status is not None and os.WIFEXITED(self.wait_status):
-            return os.WEXITSTATUS(self.wait_status)
-        return None
 
 
 def wall_limit_s(compile_timeout_s: float, run_timeout_s: float, profile_s: float = 0.0) -> float:
@@ -300,6 +262,10 @@ class _Watch:
         )
 
     def phase_spans(self, now: float) -> dict[str, float]:
+        """Seconds spent in each signed phase; none when the worker never announced one
+        (it died, or a candidate wrote the phase file unsigned)."""
+        if not self.entered:
+            return {}
         ends = [when for _, when in self.entered[1:]] + [now]
         return {phase: end - when for (phase, when), end in zip(self.entered, ends, strict=True)}
 

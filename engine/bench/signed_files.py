@@ -18,24 +18,15 @@ from pathlib import Path
 from engine.bench.deadlines import PHASE_ORDER
 
 SIGNED_PHASES = PHASE_ORDER[1:]
-
-
 ACTIVITY_FILE = "activity"  # the worker's signed compile-activity heartbeat
-
-
 _json_dumps = json.dumps  # bound before any candidate could patch it (see result_mac)
-
 
 # The compile cache's integrity protocol (see compile_cache.py and cache_manifest.CacheManifest):
 # the parent writes GUARD_FILE (expected .so hashes + a report token) into the eval dir, the
 # worker reads and deletes it before the candidate is imported, and reports every build in
 # BUILDS_FILE, signed with that token.
 CACHE_GUARD_FILE = "cache_guard.json"
-
-
 CACHE_BUILDS_FILE = "builds.json"
-
-
 CACHE_DIR_HASH_CHARS = 16  # a build lives in CACHE/ext/<key[:16]>
 
 

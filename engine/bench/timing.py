@@ -39,7 +39,7 @@ import torch
 
 from engine.bench.config import EvalConfig
 from engine.bench.correctness import CallError, KernelClock
-from engine.bench.integrity import HarnessPatched, InstanceSnapshot
+from engine.bench.integrity import InstanceSnapshot, raise_if_patched
 from engine.bench.load_monitor import LoadWindow
 from engine.bench.result import TimingStats
 
@@ -114,13 +114,6 @@ def _rescale(inputs: list[Any], ratio: float) -> None:
         for target in inputs:
             if _rescalable(target):
                 target.mul_(ratio)
-
-
-def raise_if_patched(guard: InstanceSnapshot) -> None:
-    """A module function, not a method: shadowing it on the instance changes nothing."""
-    changed = guard.changed()
-    if changed:
-        raise HarnessPatched(changed)
 
 
 def tampered_timers(device: str) -> list[str]:

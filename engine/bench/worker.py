@@ -10,6 +10,11 @@ Order matters and is part of the defence:
 6. correctness trials, interleaved timing, one fresh-input trial, tamper checks,
    optional profiling;
 7. result.json is written atomically, signed with the nonce; prints go to log.txt.
+
+structure: long because `Evaluation` is that one sequential procedure, and its order is
+the defence: split across modules, a step could be called out of turn without the reader
+seeing it. What is not the procedure lives beside it: process_tree.py, worker_setup.py,
+compile_activity.py, integrity.py, output_checks.py, correctness.py, timing.py.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from engine.bench.integrity import (
     InstanceSnapshot,
     NamespaceSnapshot,
     integrity_failure,
+    raise_if_patched,
 )
 from engine.bench.load_monitor import EXTERNAL_LOAD_CORES
 from engine.bench.output_checks import CheckFailure, TrialStats, compare_outputs
@@ -410,7 +416,7 @@ class Evaluation:
             outcome = timer.time_both(
                 ref_model, new_model, trial.pristine, self.config, verify, redraw
             )
-            timing.raise_if_patched(timer_guard)
+            raise_if_patched(timer_guard)
         except CallError as exc:
             raise self.call_error(exc) from exc
         except HarnessPatched as exc:

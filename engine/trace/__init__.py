@@ -5,7 +5,8 @@ docs/trace.md for the layout and how to reproduce a recorded verdict.
 """
 
 from engine.trace.actions import ActionType, ConductorKind, action_for_role
-from engine.trace.recorder import Trace, verdict_label
+from engine.trace.index import verdict_label
+from engine.trace.recorder import Trace
 from engine.trace.sanitize import redact, sanitize_name
 
 __all__ = [

@@ -4,6 +4,19 @@ index and `ActionType(name)` round-trip without a lookup table."""
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TypeVar
+
+_Kind = TypeVar("_Kind", bound=StrEnum)
+
+
+def _parse_member(kind: type[_Kind], value: _Kind | str, what: str) -> _Kind:
+    if isinstance(value, kind):
+        return value
+    try:
+        return kind(str(value))
+    except ValueError:
+        valid = ", ".join(member.value for member in kind)
+        raise ValueError(f"unknown {what} {value!r}; expected one of {valid}") from None
 
 
 class ActionType(StrEnum):
@@ -18,13 +31,7 @@ class ActionType(StrEnum):
     @classmethod
     def parse(cls, value: ActionType | str) -> ActionType:
         """Accept the enum or its name, with a clear error listing the valid ones."""
-        if isinstance(value, cls):
-            return value
-        try:
-            return cls(str(value))
-        except ValueError:
-            valid = ", ".join(member.value for member in cls)
-            raise ValueError(f"unknown action type {value!r}; expected one of {valid}") from None
+        return _parse_member(cls, value, "action type")
 
 
 class ConductorKind(StrEnum):
@@ -37,13 +44,8 @@ class ConductorKind(StrEnum):
 
     @classmethod
     def parse(cls, value: ConductorKind | str) -> ConductorKind:
-        if isinstance(value, cls):
-            return value
-        try:
-            return cls(str(value))
-        except ValueError:
-            valid = ", ".join(member.value for member in cls)
-            raise ValueError(f"unknown conductor kind {value!r}; expected one of {valid}") from None
+        """Accept the enum or its name, with a clear error listing the valid ones."""
+        return _parse_member(cls, value, "conductor kind")
 
 
 # Roles of the search engine (engine/events.py LLMCallStarted.role) onto action types.

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.cli import UsageError
+from engine.cli.common import UsageError
 from engine.trace.timeline import TimelineRow, load_timeline, summarize
 
 _COLUMNS = ("time", "step", "round", "action", "node", "verdict", "speedup", "detail")

@@ -6,6 +6,11 @@ conductor records (the search's own checks and choices) attach to the step of
 the action they belong to. A small append-only index (`trace_index.jsonl`)
 keeps what file names cannot: time, node, round, verdict, speedup; `stark
 trace` reads it (and falls back to the file names if a line is missing).
+
+structure: long because `Trace` is one recorder: every kind of record takes the same
+cross-process lock, draws from the same step counter and appends to the same index,
+and that protocol is easiest to check in one place. The index format is index.py, the
+verify script verify_script.py, text cleaning sanitize.py, file writing engine/atomic_io.py.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from engine.atomic_io import (
 from engine.bench.config import EvalConfig
 from engine.bench.result import EvalResult
 from engine.trace.actions import ActionType, ConductorKind
+from engine.trace.index import CONDUCTOR_DIR, INDEX_NAME, INDEX_VERSION, read_index, verdict_label
 from engine.trace.reply import render_result, split_think
 from engine.trace.sanitize import (
     DEFAULT_MAX_BYTES,
@@ -52,9 +58,6 @@ try:  # POSIX: also serialise steps between processes sharing one trace director
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-INDEX_NAME = "trace_index.jsonl"
-INDEX_VERSION = 1
-CONDUCTOR_DIR = "conductor"
 LOCK_NAME = ".trace.lock"
 _ERROR_PREVIEW_CHARS = 200
 
@@ -67,15 +70,6 @@ def _thread_lock_for(directory: Path) -> threading.Lock:
     key = directory.resolve()
     with _dir_locks_guard:
         return _dir_locks.setdefault(key, threading.Lock())
-
-
-def verdict_label(verdict: dict[str, Any] | None) -> str:
-    """correct / incorrect / compile error / unknown, as the timeline shows it."""
-    if not verdict:
-        return "unknown"
-    if not verdict.get("compiled"):
-        return "compile error"
-    return "correct" if verdict.get("correct") else "incorrect"
 
 
 class Trace:
@@ -526,20 +520,3 @@ def _first_line(text: object) -> str | None:
         return None
     line = str(text).strip().splitlines()[0] if str(text).strip() else ""
     return line[:_ERROR_PREVIEW_CHARS] or None
-
-
-def read_index(path: Path) -> list[dict[str, Any]]:
-    """Index records, skipping a torn or foreign line instead of failing."""
-    records: list[dict[str, Any]] = []
-    try:
-        raw = path.read_text(encoding="utf-8", errors="replace")
-    except (FileNotFoundError, NotADirectoryError):
-        return records
-    for line in raw.splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and isinstance(record.get("step"), int):
-            records.append(record)
-    return records

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.trace.actions import ActionType, ConductorKind
-from engine.trace.recorder import CONDUCTOR_DIR, INDEX_NAME, read_index, verdict_label
+from engine.trace.index import CONDUCTOR_DIR, INDEX_NAME, read_index, verdict_label
 
 _ACTIONS = "|".join(a.value for a in ActionType)
 _KINDS = "|".join(k.value for k in ConductorKind)

@@ -17,6 +17,7 @@ import torch
 
 from engine.agents.base import AgentError, AgentRequest, HistoryItem, Role
 from engine.agents.offline import OfflineAgent, diagnose
+from engine.agents.render import render_module
 from engine.agents.transforms import (
     ANCHOR_BEGIN,
     ANCHOR_END,
@@ -24,7 +25,6 @@ from engine.agents.transforms import (
     analyse_reference,
     header_transforms,
     normalise,
-    render_module,
 )
 
 ELEMENTWISE = """
@@ -456,3 +456,18 @@ def test_diagnose_reverts_the_right_transformation() -> None:
     assert fixed == ["compile:default"]
     fixed, _ = diagnose("anything", [], [])
     assert fixed == []
+
+
+def test_forward_ops_counts_calls_and_operators_not_only_pointwise_ones() -> None:
+    from engine.agents.transforms import analyse_reference
+
+    reference = (
+        "import torch\n\n\nclass Model(torch.nn.Module):\n"
+        "    def forward(self, x, w):\n"
+        "        y = torch.matmul(x, w)\n"  # one call (not pointwise)
+        "        return -torch.relu(y) * 2\n"  # one call, one unary op, one binary op
+    )
+    features = analyse_reference(reference)
+    assert features.forward_ops == 4
+    assert not hasattr(features, "pointwise_ops")
+    assert "4 ops in forward" in str(features)

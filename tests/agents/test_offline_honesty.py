@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from engine import context as ctx
 from engine.agents import offline
 from engine.agents.base import AgentReply, AgentRequest, HistoryItem, Role
 from engine.agents.factory import NO_ENDPOINT_REASON, choose_agent, make_agent
 from engine.agents.failures import FailureRecord, classify, records_from_meta
 from engine.agents.kernel_fixes import EDIT_NOTE, fix_foreign_kernel
-from engine.agents.offline import OfflineAgent, _Candidate, _Evidence, parse_plan_title
+from engine.agents.offline import OfflineAgent
+from engine.agents.offline_plan import Candidate, Evidence, parse_plan_title
 from engine.agents.settings import AgentSettings
 from engine.agents.transforms import (
     CATALOGUE,
@@ -28,7 +28,8 @@ from engine.agents.transforms import (
 )
 from engine.bench import Benchmarker, EvalConfig
 from engine.bench.result import EvalResult
-from engine.tree import StarkNode, StarkTree
+from engine.search import context as ctx
+from engine.search.tree import StarkNode, StarkTree
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO / "examples").glob("*.py"))
@@ -375,8 +376,8 @@ def test_which_recorded_failures_block_a_move() -> None:
     features = analyse_reference(TINY)
 
     def allowed(record: FailureRecord, transforms: list[str]) -> bool:
-        evidence = _Evidence.from_history([], "cpu", features, [record])
-        return bool(evidence.allowed([_Candidate(transforms, [], [])]))
+        evidence = Evidence.from_history([], "cpu", features, [record])
+        return bool(evidence.allowed([Candidate(transforms, [], [])]))
 
     nan = FailureRecord("fp16", (), "numerics", NAN)
     assert not allowed(nan, ["fp16"])  # the same set: the same code fails the same way
@@ -411,7 +412,7 @@ def test_history_from_a_failed_sibling_blocks_its_set() -> None:
         plan_summary="add fp16 -> inference_mode + fp16: start from the parent",
         error=NAN,
     )
-    evidence = _Evidence.from_history([item], "cpu", analyse_reference(TINY))
+    evidence = Evidence.from_history([item], "cpu", analyse_reference(TINY))
     assert evidence.failed_sets == {frozenset({"inference_mode", "fp16"})}
     assert evidence.failures == {"fp16": 1}  # inference_mode (the parent's) is not blamed
 

@@ -18,15 +18,15 @@ from typing import Any
 import pytest
 import torch
 
-from engine.bench import Benchmarker, EvalConfig
-from engine.prompts import Target
-from engine.prompts.capabilities import (
+from engine.agents.prompts import Target
+from engine.agents.prompts.capabilities import (
     CAPABILITIES,
     RESTRICTIONS,
     capabilities_for,
     missing_for,
     restrictions_for,
 )
+from engine.bench import Benchmarker, EvalConfig
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -476,7 +476,7 @@ def test_the_offline_agents_scoped_switches_pass_the_settings_check(
 ) -> None:
     """The offline agent's `cudnn_benchmark` and `tf32` transformations follow the same
     rule as the prompt: set inside forward, restored in `finally:`."""
-    from engine.agents.transforms import render_module
+    from engine.agents.render import render_module
 
     candidate = render_module(CONV, ["cudnn_benchmark", "tf32"], title="scoped switches")
     result = _evaluate(benchmarker, "cpu", Example(CONV, candidate, overrides=TF32_TOLERANCE))

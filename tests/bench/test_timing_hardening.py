@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from engine.bench import timing
-from engine.bench.integrity import HarnessPatched, InstanceSnapshot
+from engine.bench.integrity import HarnessPatched, InstanceSnapshot, raise_if_patched
 from engine.bench.output_checks import CheckFailure, compare_outputs
 
 pytestmark = pytest.mark.timeout(120)
@@ -81,7 +81,7 @@ def test_instance_snapshot_sees_shadowed_methods_and_rebound_attributes() -> Non
     owner.clock = object()
     assert guard.changed() == ["Owner.clock", "Owner.method"]
     with pytest.raises(HarnessPatched, match="Owner.clock"):
-        timing.raise_if_patched(guard)
+        raise_if_patched(guard)
 
 
 def test_instance_snapshot_covers_slots() -> None:

@@ -170,6 +170,8 @@ def test_cheap_test_skips_files_that_cannot_be_tasks() -> None:
     assert may_be_task("class ModelNew(nn.Module):\n    pass\n")
     assert may_be_task("def get_inputs():\n    return []\n")
     assert may_be_task("# stark: reference=ref.py\n")
+    assert may_be_task("x = 1\r\nclass\tModel(nn.Module):\r\n    pass\r\n")
+    assert not may_be_task("name = 'Model'  # a Model, get_inputs() in prose\n" * 50)
     # a non-task is answered without parsing: even broken Python gets no diagnostics
     analysis = analyze_document(("disk", "x"), "def broken(:\n" * 1000, None, keep_tree=True)
     assert analysis.info.kind is DocumentKind.OTHER and analysis.static == []

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.batch import (
+from engine.batch.metrics import (
     TaskOutcome,
     batch_exit_code,
     expand_paths,
@@ -101,7 +101,7 @@ def test_task_ids_carry_no_hash_suffix_as_the_help_says() -> None:
     assert ids[3] == "x" * 60
     for task_id in ids:  # already safe: TaskDir and the trace keep them as they are
         assert sanitize_name(task_id) == task_id
-    from engine.batch_cli import __doc__ as help_text
+    from engine.cli.batch import __doc__ as help_text
 
     assert help_text is not None and "no hash suffix" in help_text
 
@@ -115,7 +115,7 @@ def test_exit_code_fails_only_when_every_task_errored() -> None:
 
 
 def test_metrics_use_the_re_measured_figures_and_count_wins_beyond_iqr() -> None:
-    from engine.remeasure import Comparison, Remeasured, Timing
+    from engine.artifacts.remeasured import Comparison, Remeasured, Timing
 
     def fresh(speedup: float, iqr: float) -> Comparison:
         base, cand = Timing(10.0, iqr), Timing(10.0 / speedup, iqr)

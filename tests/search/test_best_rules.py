@@ -9,7 +9,7 @@ import json
 import pytest
 
 from engine.bench.result import EvalResult, TimingStats
-from engine.tree import StarkNode, StarkTree, relative_iqr
+from engine.search.tree import StarkNode, StarkTree, relative_iqr
 
 
 def timed(speedup: float, iqr_fraction: float = 0.01, noisy: bool = False) -> EvalResult:

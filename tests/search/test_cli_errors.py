@@ -157,7 +157,7 @@ def test_bad_tolerances_are_one_line_usage_errors(
 
 def test_tolerances_flow_into_the_eval_config_and_the_summary(tmp_path: Path) -> None:
     from engine.cli import build_parser
-    from engine.optimize_cli import search_config_from_args
+    from engine.cli.common import search_config_from_args
     from tests.search.test_remeasure import Agent, Bench, search_for
     from tests.search.test_search_fixes import SEED, correct
 

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 
-from engine import prompts
+from engine.agents import prompts
 from engine.bench.result import EvalResult
-from engine.context import context_for_code, context_for_debug, error_tail, summaries_for_plan
-from engine.tree import StarkNode, StarkTree
+from engine.search.context import (
+    context_for_code,
+    context_for_debug,
+    error_tail,
+    summaries_for_plan,
+)
+from engine.search.tree import StarkNode, StarkTree
 
 
 def build_tree() -> StarkTree:
@@ -33,16 +38,16 @@ def build_tree() -> StarkTree:
     return tree
 
 
-def test_plan_summaries_show_children_cousins_and_leaders() -> None:
+def test_plan_summaries_show_children_nephews_and_leaders() -> None:
     tree = build_tree()
     context = summaries_for_plan(tree, tree.nodes[1])
     ids = [item.node_id for item in context.items]
     assert ids[:2] == [3, 5]  # children of node 1
-    assert 4 in ids  # cousin (child of sibling node 2)
+    assert 4 in ids  # nephew (child of sibling node 2)
     assert "leader #1" in context.text and "idea 3" in context.text
 
 
-def test_code_context_includes_best_leader_code_and_cousins_children() -> None:
+def test_code_context_includes_best_leader_code_and_cousins() -> None:
     tree = build_tree()
     context = context_for_code(tree, tree.nodes[1])
     assert "```python" in context.text  # the best leader's code (node 3, not the parent)

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from engine.agents.offline import OfflineAgent
+from engine.artifacts.summary import TaskSummary
+from engine.artifacts.taskdir import TaskDir
 from engine.bench import Benchmarker, EvalConfig, EvalResult
 from engine.search import SearchConfig, StarkSearch
-from engine.summary import TaskSummary
-from engine.taskdir import TaskDir
 
 ROUNDS = 4
 

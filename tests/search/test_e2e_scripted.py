@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from engine.artifacts.events import event_from_dict
 from engine.cli import main
-from engine.events import event_from_dict
 from tests.fakes import FakeReply
 from tests.search.conftest import QUICK
 

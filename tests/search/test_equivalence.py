@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine.agents.transforms import CATALOGUE, render_module
-from engine.equivalence import is_reference_copy
+from engine.agents.render import render_module
+from engine.agents.transforms import CATALOGUE
+from engine.search.equivalence import is_reference_copy
 from tests.search.conftest import TINY_REFERENCE
 
 MODEL_BODY = TINY_REFERENCE.split("class Model(nn.Module):", 1)[1].split("\n\ndef ", 1)[0]

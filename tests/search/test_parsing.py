@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from engine.parsing import (
+from engine.search.parsing import (
     ANCHOR_BEGIN,
     ANCHOR_END,
     ParseError,

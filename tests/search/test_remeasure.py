@@ -14,13 +14,14 @@ from typing import Any
 import pytest
 
 from engine.agents.base import AgentReply, AgentRequest, Role
+from engine.artifacts.events import Event, LLMCallFinished, NodeBenchmarked, TaskFinished
+from engine.artifacts.remeasured import Comparison, Remeasured, beyond_iqr
+from engine.artifacts.summary import TaskSummary
+from engine.artifacts.taskdir import USAGE_FIELDS, TaskDir
 from engine.bench import Benchmarker, EvalConfig, EvalResult
 from engine.cli import main
-from engine.events import Event, LLMCallFinished, NodeBenchmarked, TaskFinished
-from engine.remeasure import Comparison, Remeasured, beyond_iqr, remeasure
 from engine.search import SearchConfig, StarkSearch
-from engine.summary import TaskSummary
-from engine.taskdir import USAGE_FIELDS, TaskDir
+from engine.search.remeasure import remeasure
 from tests.search.conftest import QUICK, TINY_REFERENCE
 from tests.search.test_e2e_scripted import ANCHORED, PLAN, SEED, fenced
 from tests.search.test_search_fixes import correct
@@ -247,7 +248,7 @@ def test_a_debug_refusal_is_recorded_not_benchmarked(tmp_path: Path) -> None:
 def test_auto_agent_says_it_fell_back_to_offline(
     clean_agent_env: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from engine.optimize_cli import make_agent_setup
+    from engine.cli.common import make_agent_setup
 
     setup = make_agent_setup("auto", 0)
     assert setup.kind == "offline" and setup.fallback and "no model endpoint" in setup.fallback

@@ -17,10 +17,7 @@ from typing import Any
 import pytest
 
 from engine.agents.base import AgentReply, AgentRequest, Role
-from engine.bench import EvalConfig, EvalResult
-from engine.bench.result import TimingStats
-from engine.cli import main
-from engine.events import (
+from engine.artifacts.events import (
     Event,
     NodeBenchmarked,
     NodeSnapshot,
@@ -28,8 +25,12 @@ from engine.events import (
     TaskFailed,
     TaskFinished,
 )
+from engine.artifacts.redact import Redactor
+from engine.artifacts.taskdir import TaskDir
+from engine.bench import EvalConfig, EvalResult
+from engine.bench.result import TimingStats
+from engine.cli import main
 from engine.search import SearchConfig, SearchError, StarkSearch
-from engine.taskdir import Redactor, TaskDir
 from tests.search.conftest import TINY_REFERENCE
 from tests.search.test_e2e_scripted import ANCHORED, PLAN, SEED, fenced
 
@@ -281,7 +282,7 @@ def test_key_from_a_custom_env_var_is_redacted_in_the_trace(
 ) -> None:
     """stark.toml names the variable holding the key; no heuristic knows that name, so
     the trace only redacts the key because the search passes it the configured secrets."""
-    from engine.optimize_cli import make_agent_setup
+    from engine.cli.common import make_agent_setup
 
     (tmp_path / "stark.toml").write_text('[agent]\napi_key_env = "MY_LLM_CRED"\n')
     monkeypatch.setenv("MY_LLM_CRED", PLAIN_KEY)

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from engine.batch import outcome_from_summary
+from engine.artifacts.debug_report import DebugReport
+from engine.artifacts.summary import TaskSummary
+from engine.artifacts.taskdir import TaskDir
+from engine.batch.metrics import outcome_from_summary
 from engine.bench import EvalResult
-from engine.debug_cli import DebugReport
-from engine.summary import TaskSummary
-from engine.taskdir import TaskDir
 
 # The documented summary keys (docs/events.md, task_finished), in order.
 SUMMARY_KEYS = [

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from engine.artifacts.redact import Redactor
+from engine.artifacts.taskdir import TaskDir, UsageRow, atomic_write_text, find_task_id, safe_name
 from engine.bench.result import EvalResult
-from engine.taskdir import Redactor, TaskDir, UsageRow, atomic_write_text, find_task_id, safe_name
 
 KEY = "sk-live-abcdefghijklmnopqrstuvwx"
 

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from engine.bench.result import EvalResult
-from engine.tree import StarkNode, StarkTree, score_of
+from engine.search.tree import StarkNode, StarkTree, score_of
 
 
 def ok(speedup: float) -> EvalResult:
@@ -177,3 +177,29 @@ def test_invalid_parameters() -> None:
         StarkTree(root_limit=0)
     with pytest.raises(ValueError):
         StarkTree(leaf_bias=0)
+
+
+def test_nephews_are_the_children_of_siblings() -> None:
+    tree = StarkTree()
+    root = add(tree, None, ok(1.0))
+    a = add(tree, root.node_id, ok(1.1))
+    b = add(tree, root.node_id, ok(1.2))
+    a_child = add(tree, a.node_id, ok(1.3))
+    b_child = add(tree, b.node_id, ok(1.4))
+    assert [n.node_id for n in tree.nephews(a)] == [b_child.node_id]
+    assert [n.node_id for n in tree.nephews(b)] == [a_child.node_id]
+    assert tree.nephews(root) == []  # the root has no siblings
+    assert not hasattr(tree, "cousins")  # the old, misleading name is gone
+
+
+def test_search_config_and_tree_share_one_set_of_defaults() -> None:
+    from engine.search import config
+
+    cfg, tree = config.SearchConfig(), StarkTree()
+    assert (cfg.epsilon, cfg.root_limit, cfg.leader_topk, cfg.n_child) == (
+        tree.epsilon,
+        tree.root_limit,
+        tree.leader_topk,
+        tree.n_child,
+    )
+    assert (cfg.rounds, cfg.context_budget) == (config.ROUNDS, config.CONTEXT_BUDGET)

@@ -11,7 +11,7 @@ import pytest
 from engine.bench import EvalConfig, EvalResult
 from engine.cli import main
 from engine.trace import ActionType, Trace
-from engine.trace.recorder import INDEX_NAME
+from engine.trace.index import INDEX_NAME
 
 
 def _tester(trace: Trace, verdict: EvalResult, node_id: int, round_: int) -> None:

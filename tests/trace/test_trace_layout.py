@@ -11,7 +11,7 @@ import pytest
 
 from engine.bench import EvalConfig, EvalResult
 from engine.trace import ActionType, Trace, action_for_role
-from engine.trace.recorder import INDEX_NAME, read_index
+from engine.trace.index import INDEX_NAME, read_index
 
 PLAN_REPLY = """I will fuse the chain into one loop.
 

@@ -1,7 +1,8 @@
 """History context for the agents, built from the tree as the seed design describes:
 
-- plan: local history (the node's children and cousins) plus the global leaders;
-- code: siblings, cousins' children and leaders, around the anchored code and the plan;
+- plan: local history (the node's children, siblings and nephews) plus the global leaders;
+- code: siblings and cousins of the new kernel, and leaders, around the anchored code and
+  the plan;
 - debug: siblings and leaders plus the tail of the failing node's error log.
 
 Each builder returns the prompt text *and* the structured items (for the offline
@@ -14,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from engine.agents.base import HistoryItem
-from engine.tree import StarkNode, StarkTree
+from engine.search.tree import StarkNode, StarkTree
 
 DEFAULT_BUDGET_CHARS = 24_000
 ERROR_TAIL_CHARS = 4_000
@@ -113,12 +114,12 @@ def _assemble(
 def summaries_for_plan(
     tree: StarkTree, node: StarkNode, budget: int = DEFAULT_BUDGET_CHARS
 ) -> Context:
-    """Local history (the node's children, siblings and cousins), the global leaders and
+    """Local history (the node's children, siblings and nephews), the global leaders and
     the most recent failures elsewhere, so the planner neither repeats a tried idea (nor one
     that already failed on another branch) nor walks away from what works."""
     local = [("child", c, False) for c in tree.children_of(node)]
     local += [("sibling", s, False) for s in tree.siblings(node)]
-    local += [("cousin", c, False) for c in tree.cousins(node)]
+    local += [("nephew", c, False) for c in tree.nephews(node)]
     leaders = [(f"leader #{i + 1}", n, False) for i, n in enumerate(tree.leaders())]
     near = {n.node_id for _, n, _ in local} | {node.node_id}
     failed = [n for n in reversed(tree.nodes.values()) if n.buggy and n.node_id not in near]
@@ -137,13 +138,10 @@ def context_for_code(
     tree: StarkTree, parent: StarkNode, budget: int = DEFAULT_BUDGET_CHARS
 ) -> Context:
     """For the coder of a new child of `parent`: its siblings-to-be (parent's children),
-    the cousins' children, and the leaders; the best leader's code when it fits."""
+    its cousins-to-be (the parent's nephews), and the leaders; the best leader's code when
+    it fits."""
     siblings = [("sibling", c, False) for c in tree.children_of(parent)]
-    cousins_children = [
-        ("cousin's child", tree.nodes[k], False)
-        for cousin in tree.siblings(parent)
-        for k in cousin.children
-    ]
+    cousins = [("cousin", n, False) for n in tree.nephews(parent)]
     leaders = tree.leaders()
     leader_entries = [
         (f"leader #{i + 1}", n, i == 0 and n.node_id != parent.node_id)
@@ -153,7 +151,7 @@ def context_for_code(
         [
             ("Best kernels so far (leaders):", leader_entries),
             ("Other attempts from the same parent:", siblings),
-            ("Attempts from neighbouring branches:", cousins_children),
+            ("Attempts from neighbouring branches:", cousins),
         ],
         budget,
     )

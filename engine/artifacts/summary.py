@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from engine.remeasure import Remeasured
+from engine.artifacts.remeasured import Remeasured
 
 
 @dataclass(slots=True)

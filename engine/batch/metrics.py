@@ -2,7 +2,7 @@
 KernelBench metrics.
 
 Every speedup here is the RE-MEASURED one (`TaskSummary.best_speedup`: a fresh
-interleaved evaluation of the task's best kernel after its search, engine.remeasure),
+interleaved evaluation of the task's best kernel after its search, engine.search.remeasure),
 never the search's maximum over noisy measurements (kept as `search_best_speedup`), and
 a copy of the reference (a `baseline` node) is never a task's best kernel.
 
@@ -25,9 +25,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.remeasure import Remeasured, geomean
-from engine.summary import TaskSummary
-from engine.taskdir import plain_task_id
+from engine.artifacts.remeasured import Remeasured, geomean
+from engine.artifacts.summary import TaskSummary
+from engine.artifacts.taskdir import plain_task_id
 
 FAST_P_THRESHOLDS: tuple[float, ...] = (0.0, 1.0, 1.5, 2.0)
 

@@ -11,51 +11,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.bench.result import EvalResult
-from engine.cli import UsageError
-from engine.reference import ReferenceError_, check_reference_source, read_reference
-
-
-@dataclass(slots=True)
-class DebugReport:
-    """What `stark debug` found: the original verdict, the proposed fix and its verdict.
-    `to_dict()` is the `--json` shape the language server parses (keys must not change)."""
-
-    original: EvalResult | None = None
-    fixed_code: str | None = None
-    fixed: EvalResult | None = None
-    error: str | None = None
-
-    @property
-    def final(self) -> EvalResult | None:
-        """The verdict that counts: the fix's when there is one, else the original's."""
-        return self.fixed or self.original
-
-    @property
-    def ok(self) -> bool:
-        return self.final is not None and self.final.runnable
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "original": self.original.to_dict() if self.original else None,
-            "fixed_code": self.fixed_code,
-            "fixed": self.fixed.to_dict() if self.fixed else None,
-            "error": self.error,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DebugReport:
-        original, fixed = data.get("original"), data.get("fixed")
-        return cls(
-            original=EvalResult.from_dict(original) if original else None,
-            fixed_code=data.get("fixed_code"),
-            fixed=EvalResult.from_dict(fixed) if fixed else None,
-            error=data.get("error"),
-        )
+from engine.artifacts.debug_report import DebugReport
+from engine.cli.common import (
+    UsageError,
+    add_agent_arguments,
+    agent_setup_from_args,
+    eval_config_from_args,
+    validate_eval_args,
+)
+from engine.search.reference import ReferenceError_, check_reference_source, read_reference
 
 
 def register(subparsers: Any) -> None:
@@ -64,11 +31,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("kernel", help="candidate .py file that defines ModelNew")
     parser.add_argument("--reference", required=True, help="reference .py file (Model)")
-    parser.add_argument("--agent", choices=("auto", "offline", "openai"), default="auto")
-    parser.add_argument("--model")
-    parser.add_argument("--base-url")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--seed", type=int, default=0)
+    add_agent_arguments(parser)
     parser.add_argument("--timeout", type=float, default=None, help="benchmark limit per phase")
     parser.add_argument("--llm-timeout", type=float, default=None)
     parser.add_argument(
@@ -79,17 +42,16 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine import context as ctx
-    from engine import prompts
-    from engine.agents.base import AgentError, AgentRequest, Role
-    from engine.bench import Benchmarker, EvalConfig
-    from engine.optimize_cli import make_agent_setup
-    from engine.parsing import ParseError, parse_code_reply
-    from engine.search import analyze_failure, repair_request
-    from engine.tree import StarkNode
+    from engine.agents import prompts
+    from engine.agents.base import AgentError
+    from engine.bench import Benchmarker
+    from engine.search import context as ctx
+    from engine.search.calls import repair_request
+    from engine.search.diagnosis import analyze_failure
+    from engine.search.expansions import debug_request, new_node
+    from engine.search.parsing import ParseError, parse_code_reply
 
-    if args.timeout is not None and args.timeout <= 0:
-        raise UsageError(f"--timeout must be positive, not {args.timeout}")
+    validate_eval_args(args)
     ref_path = Path(args.reference)
     kernel_path = Path(args.kernel)
     try:
@@ -99,24 +61,10 @@ def run(args: argparse.Namespace) -> int:
     except ReferenceError_ as exc:
         raise UsageError(str(exc).replace("reference", "file", 1)) from None
 
-    eval_kwargs: dict[str, Any] = {"device": args.device}
-    if args.timeout is not None:
-        eval_kwargs.update(compile_timeout_s=args.timeout, run_timeout_s=args.timeout)
-    if args.timing_budget is not None:
-        if args.timing_budget <= 0:
-            raise UsageError(f"--timing-budget must be positive, not {args.timing_budget}")
-        eval_kwargs["timing_budget_s"] = args.timing_budget
-    config = EvalConfig(**eval_kwargs)
+    config = eval_config_from_args(args)
     # Settings errors are usage errors, found before any benchmarking; an unreachable endpoint
     # surfaces as the agent's error in the JSON report (no preflight: the agent may not be needed).
-    setup = make_agent_setup(
-        args.agent,
-        args.seed,
-        model=args.model,
-        base_url=args.base_url,
-        llm_timeout=args.llm_timeout,
-        preflight=False,
-    )
+    setup = agent_setup_from_args(args, preflight=False)
     report = DebugReport()
     with Benchmarker() as benchmarker:
         original = benchmarker.evaluate(reference, kernel, config)
@@ -124,29 +72,21 @@ def run(args: argparse.Namespace) -> int:
         if original.stage == "harness":
             report.error = f"benchmarker failed: {original.error}"
         elif not original.runnable:
-            node = StarkNode(node_id=0, parent_id=None, code=kernel, phase="debug")
+            node = new_node(0, None, "debug", 0, code=kernel)
             node.metrics = original
             node.logs = original.log
             node.error = original.error
             tail = ctx.error_tail(node)
-            target = prompts.detect_target(args.device)
-            request = AgentRequest(
-                role=Role.DEBUG,
-                prompt=prompts.build_debug_prompt(
-                    reference,
-                    target,
-                    f"{kernel_path.name}: FAILED: {original.error}",
-                    kernel,
-                    tail,
-                    analyze_failure(node),
-                    "(none given)",
-                    "(no search history: a one-shot debug)",
-                ),
-                round=0,
+            request = debug_request(
                 reference_src=reference,
-                device=target.device,
-                parent_code=kernel,
+                target=prompts.detect_target(args.device),
+                header=f"{kernel_path.name}: FAILED: {original.error}",
+                code=kernel,
                 error_log=tail,
+                analysis=analyze_failure(node),
+                round_=0,
+                plan_hint="(none given)",
+                history_text="(no search history: a one-shot debug)",
             )
             try:
                 reply = setup.agent.complete(request)

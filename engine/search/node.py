@@ -61,7 +61,7 @@ class StarkNode:
     error: str | None = None
     # A byte-identical earlier node whose verdict this node reuses (not benchmarked again).
     reused_from: int | None = None
-    # The code is the reference (or equivalent to it, engine.equivalence): it may be
+    # The code is the reference (or equivalent to it, engine.search.equivalence): it may be
     # expanded, but it is never the best kernel and never counts as a win.
     baseline: bool = False
 

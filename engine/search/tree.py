@@ -1,6 +1,6 @@
-"""The STARK search tree: its nodes (`engine.node.StarkNode`, re-exported here), the best
-kernel, and the epsilon-greedy selection policy that decides which node the next round
-expands.
+"""The STARK search tree: its nodes (`engine.search.node.StarkNode`, re-exported here),
+the best kernel, and the epsilon-greedy selection policy that decides which node the next
+round expands.
 
 Everything the search needs to resume lives here and round-trips through JSON
 (`StarkTree.to_dict` / `from_dict`), the RNG state included, so a resumed run makes
@@ -13,10 +13,16 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from engine.node import PHASES, Mode, Phase, StarkNode, relative_iqr, score_of
+from engine.search.node import PHASES, Mode, Phase, StarkNode, relative_iqr, score_of
 
 __all__ = [
+    "EPSILON",
+    "LEADER_TOPK",
+    "LEAF_BIAS",
+    "MAX_REEMITS",
+    "N_CHILD",
     "PHASES",
+    "ROOT_LIMIT",
     "Mode",
     "Phase",
     "Selection",
@@ -26,6 +32,14 @@ __all__ = [
     "score_of",
 ]
 
+
+# The selection policy's defaults (`SearchConfig` and the CLI take theirs from here).
+EPSILON = 0.35  # probability of exploring instead of exploiting a leader
+ROOT_LIMIT = 5  # children the root may have
+LEAF_BIAS = 2.0  # weight of a runnable leaf against 1 for a buggy one when exploring
+LEADER_TOPK = 5  # leaders kept for exploitation
+N_CHILD = 3  # a node is pruned after this many children, all buggy
+MAX_REEMITS = 3  # stop debugging a failed code once this many nodes re-emitted it verbatim
 
 @dataclass(slots=True)
 class Selection:
@@ -68,12 +82,12 @@ class StarkTree:
     def __init__(
         self,
         *,
-        epsilon: float = 0.35,
-        root_limit: int = 5,
-        leaf_bias: float = 2.0,
-        leader_topk: int = 5,
-        n_child: int = 3,
-        max_reemits: int = 3,
+        epsilon: float = EPSILON,
+        root_limit: int = ROOT_LIMIT,
+        leaf_bias: float = LEAF_BIAS,
+        leader_topk: int = LEADER_TOPK,
+        n_child: int = N_CHILD,
+        max_reemits: int = MAX_REEMITS,
         seed: int = 0,
     ) -> None:
         if not 0.0 <= epsilon <= 1.0:
@@ -159,8 +173,8 @@ class StarkTree:
             return []
         return [self.nodes[i] for i in parent.children if i != node.node_id]
 
-    def cousins(self, node: StarkNode) -> list[StarkNode]:
-        """Children of the node's siblings."""
+    def nephews(self, node: StarkNode) -> list[StarkNode]:
+        """Children of the node's siblings (a new child of `node` would call them cousins)."""
         return [self.nodes[c] for s in self.siblings(node) for c in s.children]
 
     def leaders(self) -> list[StarkNode]:

@@ -3,7 +3,7 @@
 Templates are Markdown files beside this module with `$name` placeholders
 (`string.Template`, so the braces of code and JSON need no escaping). Every prompt
 states the target device, what the model may use there, and the one reply format
-that `engine.parsing` accepts.
+that `engine.search.parsing` accepts.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from importlib import resources
 from string import Template
 from typing import Any
 
+from engine.agents.prompts.capabilities import capabilities_for, missing_for, restrictions_for
 from engine.bench.result import ProfileEntry
-from engine.prompts.capabilities import capabilities_for, missing_for, restrictions_for
 
 
 @functools.cache

@@ -1,22 +1,35 @@
 """The task's score curve: every node's score by round and the best score so far.
 
-Rendered off-screen (matplotlib's Agg backend) so it works on headless machines.
+Rendered off-screen (matplotlib's Agg backend) so it works on headless machines. It takes
+any objects with a node's round, id, score and verdict (`ScoredNode`), so the artifacts layer
+needs nothing from the search; matplotlib is imported only when a figure is drawn.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Protocol
 
-from engine.tree import StarkTree
+
+class ScoredNode(Protocol):
+    """What the curve needs of a search node (`engine.search.node.StarkNode` has it)."""
+
+    node_id: int
+    created_round: int
+    score: float
+
+    @property
+    def runnable(self) -> bool: ...
 
 
-def plot_score_curve(tree: StarkTree, path: Path, title: str = "") -> Path:
+def plot_score_curve(nodes: Iterable[ScoredNode], path: Path, title: str = "") -> Path:
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    nodes = sorted(tree.nodes.values(), key=lambda n: (n.created_round, n.node_id))
+    nodes = sorted(nodes, key=lambda n: (n.created_round, n.node_id))
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     try:
         rounds = [n.created_round for n in nodes]

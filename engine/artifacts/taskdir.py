@@ -11,8 +11,8 @@
       tree.json                 the search state, replaced atomically after every node
       best_kernel.py, summary.json, search.log
 
-Every text that reaches this directory passes through `Redactor`, so a secret that an
-endpoint echoes in an error message never lands on disk.
+Every text that reaches this directory passes through `Redactor` (`engine.artifacts.redact`),
+so a secret that an endpoint echoes in an error message never lands on disk.
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from engine.artifacts.redact import Redactor
+from engine.artifacts.summary import TaskSummary
 from engine.atomic_io import atomic_write_text
 from engine.bench.result import EvalResult
-from engine.summary import TaskSummary
-from engine.trace.sanitize import MAX_NAME_LEN, REDACTED, redact, sanitize_name
+from engine.trace.sanitize import MAX_NAME_LEN, sanitize_name
 
 STATE_FILE = "tree.json"
 SUMMARY_FILE = "summary.json"
@@ -60,29 +61,10 @@ def plain_task_id(stem: str, max_len: int = MAX_NAME_LEN - 4) -> str:
     leading/trailing `_`/`-` go (`12_Matmul_with_diagonal_matrices_` ->
     `12_Matmul_with_diagonal_matrices`). The result is already safe, so `safe_name` keeps
     it as it is; two stems that clean to the same id are told apart by the caller
-    (`-2`, `-3`: `engine.batch.unique_task_ids`), `max_len` leaves room for that."""
+    (`-2`, `-3`: `engine.batch.metrics.unique_task_ids`), `max_len` leaves room for that."""
     cleaned = re.sub(r"_{2,}", "_", re.sub(r"[^A-Za-z0-9_-]+", "_", stem)).strip("_-")
     cleaned = cleaned[:max_len].rstrip("_-")
     return cleaned or "task"
-
-
-class Redactor:
-    """Removes the run's known secrets and anything that looks like a key (the trace's
-    redaction rules) from text bound for the task directory or an event."""
-
-    MARK = REDACTED
-
-    def __init__(self, secrets: list[str | None] | None = None) -> None:
-        self.secrets = sorted({s for s in (secrets or []) if s and len(s) >= 4}, key=len)[::-1]
-
-    def __call__(self, text: str) -> str:
-        return redact(self.exact(text), extra=self.secrets)
-
-    def exact(self, text: str) -> str:
-        """Only the known secret values: for state files, where a heuristic could alter code."""
-        for secret in self.secrets:
-            text = text.replace(secret, self.MARK)
-        return text
 
 
 @dataclass(slots=True)

@@ -1,7 +1,9 @@
 """`stark` command line: one sub-command per feature module.
 
 Each feature owns its parser in its own module (`register(subparsers)`), so the
-dispatcher stays small. Usage errors exit 2 with a one-line message.
+dispatcher stays small; it is the only module that imports the subcommands, and it loads
+each one by name so a missing optional feature drops its command only. Usage errors
+(`engine.cli.common.UsageError`) exit 2 with a one-line message.
 """
 
 from __future__ import annotations
@@ -11,54 +13,16 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from engine.cli.common import UsageError
+
 # sub-command name -> module exposing register(subparsers) and run(args) -> int
 COMMANDS: dict[str, str] = {
     "bench": "engine.bench.cli",
-    "optimize": "engine.optimize_cli",
-    "batch": "engine.batch_cli",
-    "debug": "engine.debug_cli",
+    "optimize": "engine.cli.optimize",
+    "batch": "engine.cli.batch",
+    "debug": "engine.cli.debug",
     "trace": "engine.trace.cli",
 }
-
-
-class UsageError(Exception):
-    """Bad input from the user: printed as one line, exit status 2."""
-
-
-def positive_tolerance(text: str) -> float:
-    """argparse type of --atol/--rtol: a finite number > 0 (argparse then exits 2 with
-    one line naming the flag)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
-
-
-TOLERANCE_HELP = (
-    "correctness tolerance: an output element passes when |new - ref| <= atol + rtol * |ref| "
-    "(default by dtype: 1e-4 for fp32, 1e-2 for fp16/bf16)"
-)
-
-
-def add_tolerance_arguments(parser: argparse.ArgumentParser) -> None:
-    """--atol/--rtol, shared by `stark bench`, `stark optimize` and `stark batch`."""
-    parser.add_argument(
-        "--atol",
-        type=positive_tolerance,
-        default=None,
-        metavar="X",
-        help=f"absolute {TOLERANCE_HELP}",
-    )
-    parser.add_argument(
-        "--rtol",
-        type=positive_tolerance,
-        default=None,
-        metavar="X",
-        help=f"relative {TOLERANCE_HELP}",
-    )
 
 
 class _OneLineErrorParser(argparse.ArgumentParser):
@@ -93,10 +57,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"stark {args.command}: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    # Run the package's copy of main, so its UsageError is the one sub-commands raise.
-    from engine.cli import main as _package_main
-
-    sys.exit(_package_main())

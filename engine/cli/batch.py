@@ -25,41 +25,24 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engine.batch import (
+from engine.batch.metrics import (
     FAST_P_THRESHOLDS,
     TaskOutcome,
     batch_exit_code,
     expand_paths,
-    outcome_from_summary,
     sample_tasks,
-    summarize,
-    unique_task_ids,
 )
-from engine.cli import UsageError
-from engine.optimize_cli import (
+from engine.cli.common import (
     DEFAULT_OUT,
-    RichProgress,
+    UsageError,
     add_search_arguments,
+    agent_setup_from_args,
     build_sinks,
-    make_agent_setup,
     search_config_from_args,
     validate_args,
     wants_progress,
 )
-from engine.reference import (
-    ReferenceError_,
-    check_reference_source,
-    read_reference,
-    self_check,
-    self_check_config,
-)
-from engine.taskdir import (
-    Redactor,
-    TaskDir,
-    atomic_write_text,
-    timestamp,
-    unique_dir,
-)
+from engine.cli.progress import RichProgress
 
 
 def register(subparsers: Any) -> None:
@@ -76,125 +59,40 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def _run_dir(out: Path) -> Path:
-    root = unique_dir(out.resolve() / f"batch-{timestamp()}")
-    root.mkdir(parents=True)
-    return root
-
-
-def _write_summary(run_dir: Path, header: dict[str, Any], outcomes: list[TaskOutcome]) -> dict:
-    summary = {
-        **header,
-        "tasks": [o.to_dict() for o in outcomes],
-        "metrics": summarize(outcomes),
-    }
-    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2, default=str))
-    return summary
-
-
 def run(args: argparse.Namespace) -> int:
     validate_args(args)
     try:
         paths = sample_tasks(expand_paths(args.paths), args.sample, args.seed)
     except (FileNotFoundError, ValueError) as exc:
         raise UsageError(str(exc)) from None
-    setup = make_agent_setup(
-        args.agent,
-        args.seed,
-        model=args.model,
-        base_url=args.base_url,
-        llm_timeout=args.llm_timeout,
-    )
+    setup = agent_setup_from_args(args)
     config = search_config_from_args(args)
-    run_dir = _run_dir(Path(args.out))
-    header = {
-        "run_dir": str(run_dir),
-        "agent": setup.kind,
-        "rounds": config.rounds,
-        "seed": args.seed,
-        "device": args.device,
-        "atol": config.eval_config.atol,
-        "rtol": config.eval_config.rtol,
-        "compile_baseline": config.compile_baseline,
-        "agent_fallback": setup.fallback,
-        "references": [str(p) for p in paths],
-    }
+    from engine.batch.runner import BatchRun
+    from engine.bench import Benchmarker
+
+    batch = BatchRun.create(
+        Path(args.out),
+        paths,
+        setup=setup,
+        config=config,
+        device=args.device,
+        timeout_s=args.timeout,
+        seed=args.seed,
+    )
     progress = RichProgress() if wants_progress(args) else None
     sinks = build_sinks(args, [progress] if progress else [])
-    outcomes: list[TaskOutcome] = []
-    from engine.bench import Benchmarker
-    from engine.search import StarkSearch
-
-    task_ids = unique_task_ids(paths)
+    quiet = args.json or args.events or progress
     try:
         with Benchmarker() as benchmarker:
-            for index, (path, task_id) in enumerate(zip(paths, task_ids, strict=True)):
-                name = f"{index:03d}_{task_id}"
-                outcome = _run_one(
-                    name,
-                    task_id,
-                    path,
-                    run_dir / name,
-                    setup,
-                    config,
-                    benchmarker,
-                    sinks,
-                    args,
-                    StarkSearch,
-                )
-                outcomes.append(outcome)
-                _write_summary(run_dir, header, outcomes)
-                if not args.json and not args.events and not progress:
-                    _print_outcome(outcome)
+            result = batch.run(benchmarker, sinks, on_outcome=None if quiet else _print_outcome)
     finally:
         if progress:
             progress.close()
-    summary = _write_summary(run_dir, header, outcomes)
     if args.json:
-        print(json.dumps(summary, default=str))
+        print(json.dumps(result.summary, default=str))
     elif not args.events:
-        _print_metrics(summary)
-    return batch_exit_code(outcomes)
-
-
-def _run_one(
-    name: str,
-    task_id: str,
-    path: Path,
-    root: Path,
-    setup: Any,
-    config: Any,
-    benchmarker: Any,
-    sinks: Any,
-    args: argparse.Namespace,
-    search_cls: Any,
-) -> TaskOutcome:
-    """One task; a bad reference or a failed search is recorded, never fatal to the batch."""
-    try:
-        source = read_reference(path)
-        check_reference_source(source, str(path))
-        self_check(benchmarker, source, str(path), self_check_config(args.device, args.timeout))
-    except ReferenceError_ as exc:
-        return TaskOutcome(name, str(path), None, False, None, error=str(exc))
-    task = TaskDir(root, task_id, Redactor(setup.secrets))
-    search = search_cls(
-        task=task,
-        reference_src=source,
-        reference_path=str(path),
-        agent=setup.agent,
-        agent_kind=setup.kind,
-        agent_public=setup.public,
-        config=config,
-        benchmarker=benchmarker,
-        events=sinks,
-        device=args.device,
-        agent_fallback=setup.fallback,
-    )
-    try:
-        summary = search.run()
-    except Exception as exc:  # noqa: BLE001 - the batch goes on; details in the task's log
-        return TaskOutcome(name, str(path), str(root), False, None, error=task.redact(str(exc)))
-    return outcome_from_summary(name, str(path), summary)
+        _print_metrics(result.summary)
+    return batch_exit_code(result.outcomes)
 
 
 def _print_outcome(outcome: TaskOutcome) -> None:
