@@ -110,7 +110,9 @@ class BatchRun:
         try:
             source = read_reference(path)
             check_reference_source(source, str(path))
-            self_check(benchmarker, source, str(path), self_check_config(self.device, self.timeout_s))
+            self_check(
+                benchmarker, source, str(path), self_check_config(self.device, self.timeout_s)
+            )
         except ReferenceError_ as exc:
             return TaskOutcome(name, str(path), None, False, None, error=str(exc))
         root = self.run_dir / name

@@ -33,9 +33,8 @@ from engine.batch.metrics import (
     sample_tasks,
 )
 from engine.cli.common import (
-    DEFAULT_OUT,
     UsageError,
-    add_search_arguments,
+    add_search_command,
     agent_setup_from_args,
     build_sinks,
     search_config_from_args,
@@ -46,16 +45,14 @@ from engine.cli.progress import RichProgress
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
+    parser = add_search_command(
+        subparsers,
         "batch",
         help="optimise many references and report KernelBench metrics",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__ or "",
     )
     parser.add_argument("paths", nargs="+", help="reference files or directories of them")
     parser.add_argument("--sample", type=int, default=None, help="run a seeded sample of K tasks")
-    add_search_arguments(parser)
-    parser.add_argument("--out", default=DEFAULT_OUT, help=f"runs directory ({DEFAULT_OUT})")
     parser.set_defaults(func=run)
 
 

@@ -151,6 +151,20 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_search_command(subparsers: Any, name: str, *, help: str, description: str) -> Any:
+    """The parser of a subcommand that runs searches (`optimize`, `batch`): the search flags
+    and `--out`; the caller adds its positional arguments and its own flags."""
+    parser = subparsers.add_parser(
+        name,
+        help=help,
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_search_arguments(parser)
+    parser.add_argument("--out", default=DEFAULT_OUT, help=f"runs directory ({DEFAULT_OUT})")
+    return parser
+
+
 # --- checks -------------------------------------------------------------------------------
 
 

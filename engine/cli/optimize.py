@@ -24,9 +24,8 @@ from engine.artifacts.redact import Redactor
 from engine.artifacts.summary import TaskSummary
 from engine.artifacts.taskdir import TaskDir, find_task_id, plain_task_id
 from engine.cli.common import (
-    DEFAULT_OUT,
     UsageError,
-    add_search_arguments,
+    add_search_command,
     agent_setup_from_args,
     build_sinks,
     load_reference,
@@ -42,15 +41,13 @@ from engine.search.reference import ReferenceError_, self_check, self_check_conf
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
+    parser = add_search_command(
+        subparsers,
         "optimize",
         help="search for a faster kernel for a reference module",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__ or "",
     )
     parser.add_argument("reference", nargs="?", help="KernelBench-style reference .py file")
-    add_search_arguments(parser)
-    parser.add_argument("--out", default=DEFAULT_OUT, help=f"runs directory ({DEFAULT_OUT})")
     parser.add_argument("--resume", metavar="TASK_DIR", help="continue a killed run")
     parser.set_defaults(func=run)
 

@@ -135,5 +135,3 @@ def _call_kind(row: dict[str, str], agent_kind: str) -> str:
 def _sum_cost(usage: list[dict[str, str]]) -> float | None:
     costs = [float(r["cost_usd"]) for r in usage if r.get("cost_usd")]
     return round(sum(costs), 6) if costs else None
-
-

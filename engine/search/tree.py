@@ -41,6 +41,7 @@ LEADER_TOPK = 5  # leaders kept for exploitation
 N_CHILD = 3  # a node is pruned after this many children, all buggy
 MAX_REEMITS = 3  # stop debugging a failed code once this many nodes re-emitted it verbatim
 
+
 @dataclass(slots=True)
 class Selection:
     """What `select_node` chose, and why (for events and the trace)."""
