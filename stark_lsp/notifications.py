@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from stark_lsp.jobs import Job
+from stark_lsp.job import Job
 
 JOB_UPDATED = "stark/jobUpdated"
 NODE_ERROR_CHARS = 300

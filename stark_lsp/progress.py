@@ -13,7 +13,7 @@ from typing import Any
 
 from lsprotocol import types
 
-from stark_lsp.jobs import Job, JobKind, JobState
+from stark_lsp.job import Job, JobKind, JobState
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,8 @@
 (`call_soon_threadsafe`); debouncing, the editor-save filter and job
 replacement happen on the loop.
 
-Globs (`stark.watch.globs`, e.g. `**/ref_*.py`) are expanded against the
+Globs (`stark.watch.globs`, e.g. `**/ref_*.py`) are gitignore-style patterns
+(pathspec), each anchored at a workspace folder; they are expanded against the
 workspace folders when settings arrive, and each matching file's directory is
 watched non-recursively (a recursive watch of a workspace with a virtualenv
 would cost thousands of inotify watches). Directories created later are picked
@@ -22,12 +23,13 @@ import contextlib
 import hashlib
 import logging
 import os
-import re
+from collections.abc import Awaitable, Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import pathspec
     from watchdog.observers.api import BaseObserver
 
     from stark_lsp.server import StarkLanguageServer
@@ -61,36 +63,25 @@ MAX_GLOB_FILES = 2000
 MAX_GLOB_DIRS = 50_000  # bounds the walk of a pathological tree
 
 
-@lru_cache(maxsize=256)
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    """`**` crosses directories, `*` and `?` do not (gitignore-like)."""
-    out = ""
-    i = 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out += "(?:.*/)?"
-            i += 3
-        elif pattern.startswith("**", i):
-            out += ".*"
-            i += 2
-        elif pattern[i] == "*":
-            out += "[^/]*"
-            i += 1
-        elif pattern[i] == "?":
-            out += "[^/]"
-            i += 1
-        else:
-            out += re.escape(pattern[i])
-            i += 1
-    return re.compile(out + r"\Z")
+def _anchored(pattern: str) -> str:
+    """Globs are relative to a workspace folder: anchor each one there (a gitignore
+    pattern without a slash would match at any depth; `**/` still does)."""
+    return "/" + pattern.lstrip("/")
+
+
+@lru_cache(maxsize=64)
+def glob_spec(globs: tuple[str, ...]) -> pathspec.PathSpec:
+    """The globs as one gitignore-style spec (pathspec): `**` crosses directories, `*`
+    and `?` do not. pathspec is imported here, when globs are set, not at start-up."""
+    import pathspec
+
+    return pathspec.PathSpec.from_lines("gitwildmatch", [_anchored(g) for g in globs])
 
 
 def matches(path: Path, roots: list[Path], globs: tuple[str, ...]) -> bool:
+    spec = glob_spec(globs)
     for root in roots:
-        if not path.is_relative_to(root):
-            continue
-        relative = path.relative_to(root).as_posix()
-        if any(glob_regex(g).match(relative) for g in globs):
+        if path.is_relative_to(root) and spec.match_file(path.relative_to(root).as_posix()):
             return True
     return False
 
@@ -103,7 +94,7 @@ def expand(roots: list[Path], globs: tuple[str, ...]) -> set[Path]:
     """The files under `roots` that match `globs`. Blocking (it walks the disk): call
     it through `asyncio.to_thread`. Pruned directories are never entered and symlinked
     directories are not followed."""
-    patterns = [glob_regex(g) for g in globs]
+    spec = glob_spec(globs)
     found: set[Path] = set()
     visited = 0
     for root in roots:
@@ -116,7 +107,7 @@ def expand(roots: list[Path], globs: tuple[str, ...]) -> set[Path]:
             relative_dir = Path(directory).relative_to(root).as_posix()
             prefix = "" if relative_dir == "." else relative_dir + "/"
             for name in files:
-                if any(p.match(prefix + name) for p in patterns):
+                if spec.match_file(prefix + name):
                     path = Path(directory, name)
                     if path.is_file():
                         found.add(path.resolve())
@@ -155,9 +146,13 @@ def _handler(manager: WatchManager) -> object:
     return Handler()
 
 
+RerunHandler = Callable[[Path], Awaitable[object]]
+
+
 class WatchManager:
     def __init__(self, server: StarkLanguageServer) -> None:
         self._server = server
+        self.on_change: RerunHandler | None = None  # set by stark_lsp.features.watch
         self.explicit: set[Path] = set()
         self._glob_files: set[Path] = set()
         self._globs: tuple[str, ...] = ()
@@ -311,12 +306,12 @@ class WatchManager:
             editor_text = self._server.workspace.get_text_document(uri).source
             if editor_text.encode("utf-8") == data:
                 return  # the editor saved it: the editor already knows
-        self._server.background.spawn(self._server_rerun(path), f"re-run of {path.name}")
+        self._server.background.spawn(self._rerun(path), f"re-run of {path.name}")
 
-    async def _server_rerun(self, path: Path) -> None:
-        from stark_lsp import commands
-
+    async def _rerun(self, path: Path) -> None:
+        if self.on_change is None:
+            return
         try:
-            await commands.rerun_for_disk_change(self._server, path)
+            await self.on_change(path)
         except Exception as exc:  # noqa: BLE001 - a watch run must never take the server down
             log.warning("re-run after change of %s failed: %s", path, exc)
