@@ -17,11 +17,11 @@ from engine.cli.common import UsageError
 
 # sub-command name -> module exposing register(subparsers) and run(args) -> int
 COMMANDS: dict[str, str] = {
-    "bench": "engine.bench.cli",
+    "bench": "engine.cli.bench",
     "optimize": "engine.cli.optimize",
     "batch": "engine.cli.batch",
     "debug": "engine.cli.debug",
-    "trace": "engine.trace.cli",
+    "trace": "engine.cli.trace",
 }
 
 

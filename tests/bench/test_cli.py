@@ -15,7 +15,7 @@ from textwrap import dedent
 
 import pytest
 
-from engine.bench import cli
+from engine.cli import bench as cli
 from engine.bench.result import ErrorLocation, EvalResult
 from engine.cli import build_parser
 

@@ -15,7 +15,7 @@ import pytest
 
 from engine.bench import Benchmarker, EvalConfig
 from engine.bench.cache_manifest import MANIFEST_FILE, CacheManifest
-from engine.bench.cli import human_report
+from engine.cli.bench import human_report
 from engine.bench.environment import scrubbed_environment
 from engine.bench.evaluate import trusted_speedup
 from engine.bench.result import EvalResult, TimingStats

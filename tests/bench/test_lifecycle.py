@@ -353,7 +353,7 @@ def test_the_log_dump_is_only_believed_after_the_kill_request(tmp_path: Path) ->
 def test_bench_cli_passes_timing_budget_and_profile_timeout() -> None:
     import argparse
 
-    from engine.bench.cli import config_from_args, register
+    from engine.cli.bench import config_from_args, register
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
