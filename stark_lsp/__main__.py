@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("pygls").setLevel(max(logging.WARNING, getattr(logging, args.log_level)))
 
     from stark_lsp import config
-    from stark_lsp.server import UserError, create_server
+    from stark_lsp.app import create_server
+    from stark_lsp.core import UserError
 
     def not_a_user_error(record: logging.LogRecord) -> bool:
         """A bad request is answered with an error; its traceback is noise in the log."""

@@ -70,12 +70,12 @@ def _anchored(pattern: str) -> str:
 
 
 @lru_cache(maxsize=64)
-def glob_spec(globs: tuple[str, ...]) -> pathspec.PathSpec:
+def glob_spec(globs: tuple[str, ...]) -> pathspec.GitIgnoreSpec:
     """The globs as one gitignore-style spec (pathspec): `**` crosses directories, `*`
     and `?` do not. pathspec is imported here, when globs are set, not at start-up."""
     import pathspec
 
-    return pathspec.PathSpec.from_lines("gitwildmatch", [_anchored(g) for g in globs])
+    return pathspec.GitIgnoreSpec.from_lines([_anchored(g) for g in globs])
 
 
 def matches(path: Path, roots: list[Path], globs: tuple[str, ...]) -> bool:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from lsprotocol import types
 
+from stark_lsp.core import path_to_uri
 from stark_lsp.tasks import REFERENCE_COMMENT
 
 if TYPE_CHECKING:
@@ -118,8 +119,6 @@ async def write_file_via_client(
     server: StarkLanguageServer, target: Path, content: str, label: str
 ) -> ApplyOutcome:
     """Create or overwrite `target` with `content`, through the client."""
-    from stark_lsp.server import path_to_uri
-
     uri = server.open_uri_for(target) or path_to_uri(target)
     current, version = _current_text(server, target)
     if supports_document_changes(server, create=True):
@@ -183,8 +182,6 @@ async def replace_file_via_client(
     server: StarkLanguageServer, target: Path, content: str, label: str
 ) -> ApplyOutcome:
     """Replace an existing file's whole text (e.g. the debug agent's fix)."""
-    from stark_lsp.server import path_to_uri
-
     uri = server.open_uri_for(target) or path_to_uri(target)
     current, version = _current_text(server, target)
     if current is None:

@@ -1,6 +1,6 @@
 """Type checks for engine events read from a pipe.
 
-`engine.events.event_from_dict` builds the dataclasses without checking what is
+`engine.artifacts.events.event_from_dict` builds the dataclasses without checking what is
 inside them, so a line such as `{"event": "round_finished", "round": "x", ...}`
 would only fail later, in job bookkeeping or while serialising a notification
 (a NaN is not even valid JSON for the client). The server checks each event
@@ -15,7 +15,7 @@ import types
 from functools import cache
 from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
-import engine.events
+from engine.artifacts import events as engine_events
 
 
 class MalformedEvent(ValueError):
@@ -26,7 +26,7 @@ class MalformedEvent(ValueError):
 def _hints(cls: type) -> dict[str, Any]:
     return {
         name: hint
-        for name, hint in get_type_hints(cls, vars(engine.events)).items()
+        for name, hint in get_type_hints(cls, vars(engine_events)).items()
         if get_origin(hint) is not ClassVar and name in {f.name for f in dataclasses.fields(cls)}
     }
 
@@ -67,7 +67,7 @@ def _first_problem(obj: Any) -> str | None:
     return None
 
 
-def check_event(event: engine.events.Event) -> None:
+def check_event(event: engine_events.Event) -> None:
     """Raise MalformedEvent naming the first field of the wrong type."""
     problem = _first_problem(event)
     if problem is not None:

@@ -82,6 +82,16 @@ class StarkLanguageServer(LanguageServer):
         keeps serving (stark_lsp.analysis)."""
         return await self.documents.current(uri)
 
+    async def file_analysis(self, uri: str) -> tuple[Analysis, Path] | None:
+        """(analysis, path) of a file document; None for another scheme or a file that
+        cannot be read (a lens, hover or code action then simply offers nothing)."""
+        if not uri.startswith("file:"):
+            return None
+        try:
+            return await self.analysis(uri), uri_to_path(uri)
+        except UserError:
+            return None
+
     def forget(self, uri: str) -> None:
         """The document closed, or changed on disk: its next analysis starts afresh
         (a result still on its way for the old text will be dropped as stale)."""

@@ -6,13 +6,17 @@ and the debug agent's proposed fix as an edit to accept."""
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from lsprotocol import types
 
-from stark_lsp import commands, edits
-from stark_lsp.jobs import JobKind, JobState
-from stark_lsp.lenses import latest_optimize
-from stark_lsp.server import StarkLanguageServer, UserError, uri_to_path
+from stark_lsp import core, edits
+from stark_lsp.job import Job, JobKind, JobState
+from stark_lsp.server import StarkLanguageServer
 from stark_lsp.tasks import DocumentKind
+
+log = logging.getLogger(__name__)
 
 KIND_OPTIMIZE = types.CodeActionKind.Source + ".stark.optimize"
 KIND_APPLY_BEST = types.CodeActionKind.Source + ".stark.applyBest"
@@ -26,13 +30,10 @@ async def code_actions(
     ls: StarkLanguageServer, params: types.CodeActionParams
 ) -> list[types.CodeAction]:
     uri = params.text_document.uri
-    if not uri.startswith("file:"):
+    found = await ls.file_analysis(uri)
+    if found is None:
         return []
-    try:
-        analysis = await ls.analysis(uri)
-        path = uri_to_path(uri)
-    except UserError:
-        return []
+    analysis, path = found
     only = list(params.context.only) if params.context.only else None
     actions: list[types.CodeAction] = []
     info = analysis.info
@@ -53,7 +54,7 @@ async def code_actions(
                 diagnostics=failing,
                 command=types.Command(
                     title="Fix with STARK debug agent",
-                    command=commands.DEBUG,
+                    command=core.DEBUG,
                     arguments=[{"uri": uri}],
                 ),
             )
@@ -89,7 +90,7 @@ async def code_actions(
     elif info.kind is DocumentKind.KERNEL and analysis.lookup and analysis.lookup.path:
         reference = analysis.lookup.path
     if reference is not None:
-        job = latest_optimize(ls, reference)
+        job = ls.jobs.latest_optimize(reference)
         if (
             info.kind is DocumentKind.REFERENCE
             and _wanted(KIND_OPTIMIZE, only)
@@ -101,7 +102,7 @@ async def code_actions(
                     kind=KIND_OPTIMIZE,
                     command=types.Command(
                         title="Optimize with STARK",
-                        command=commands.OPTIMIZE,
+                        command=core.OPTIMIZE,
                         arguments=[{"uri": uri}],
                     ),
                 )
@@ -120,14 +121,40 @@ async def code_actions(
                     title=title,
                     kind=KIND_APPLY_BEST,
                     command=types.Command(
-                        title=title, command=commands.APPLY_BEST, arguments=[{"jobId": job.id}]
+                        title=title, command=core.APPLY_BEST, arguments=[{"jobId": job.id}]
                     ),
                 )
             )
     return actions
 
 
+def propose_fix(server: StarkLanguageServer, job: Job, event: Any) -> None:
+    """Job listener: the debug agent's fix comes back as an edit the user accepts (VS
+    Code shows a preview because of the confirmation annotation; Neovim puts it in the
+    buffer, unsaved, undoable). It also stays available as a code action and a lens."""
+    if job.active or job.kind is not JobKind.DEBUG or job.state is not JobState.DONE:
+        return
+    kernel, debug = job.kernel, job.debug
+    if debug is None or not debug.fixed_code or kernel is None:
+        return
+    fixed = debug.fixed
+    if fixed is not None and fixed.correct:
+        note = f"now correct, {fixed.speedup:.2f}x" if fixed.speedup else "now correct"
+    else:
+        note = "not verified correct" if fixed is None else f"still failing: {fixed.error}"
+    label = f"STARK debug agent fix for {kernel.name} ({note})"
+    code = debug.fixed_code
+
+    async def propose() -> None:
+        outcome = await edits.replace_file_via_client(server, kernel, code, label)
+        log.info("debug fix %s: applied=%s %s", job.id, outcome.applied, outcome.reason or "")
+
+    server.background.spawn(propose(), f"debug fix proposal of {job.id}")
+
+
 def register(server: StarkLanguageServer) -> None:
+    server.job_listeners.append(lambda job, event: propose_fix(server, job, event))
+
     @server.feature(
         types.TEXT_DOCUMENT_CODE_ACTION,
         types.CodeActionOptions(

@@ -8,8 +8,9 @@ from __future__ import annotations
 from lsprotocol import types
 
 from engine.bench.result import TimingStats
+from stark_lsp.core import Verdict
 from stark_lsp.progress import progress_message
-from stark_lsp.server import StarkLanguageServer, UserError, Verdict, uri_to_path
+from stark_lsp.server import StarkLanguageServer
 from stark_lsp.tasks import ClassInfo
 
 
@@ -56,13 +57,10 @@ def _on_class(cls: ClassInfo | None, position: types.Position) -> bool:
 
 
 async def hover(ls: StarkLanguageServer, uri: str, position: types.Position) -> types.Hover | None:
-    if not uri.startswith("file:"):
+    found = await ls.file_analysis(uri)
+    if found is None:
         return None
-    try:
-        info = (await ls.analysis(uri)).info
-        path = uri_to_path(uri)
-    except UserError:
-        return None
+    info, path = found[0].info, found[1]
     text: str | None = None
     cls: ClassInfo | None = None
     if _on_class(info.model_new, position):
@@ -75,7 +73,7 @@ async def hover(ls: StarkLanguageServer, uri: str, position: types.Position) -> 
         )
     elif _on_class(info.model, position):
         cls = info.model
-        job = ls.jobs.latest(lambda j: j.reference == path and str(j.kind) == "optimize")
+        job = ls.jobs.latest_optimize(path)
         if job is None:
             return None
         text = f"**STARK {job.id}** ({job.state}): {progress_message(job)}"

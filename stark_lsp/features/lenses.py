@@ -7,16 +7,20 @@ document's comes from the worker process) and job state: no I/O."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from lsprotocol import types
 
-from stark_lsp import commands
-from stark_lsp.jobs import Job, JobKind, JobState
+from engine.artifacts.events import BestImproved, RoundFinished
+from stark_lsp import core
+from stark_lsp.job import Job, JobKind, JobState
 from stark_lsp.progress import progress_message
-from stark_lsp.server import StarkLanguageServer, UserError, uri_to_path
+from stark_lsp.server import StarkLanguageServer
 from stark_lsp.tasks import ClassInfo, DocumentKind
+
+log = logging.getLogger(__name__)
 
 
 def _lens(cls: ClassInfo, title: str, command: str, argument: dict[str, Any]) -> types.CodeLens:
@@ -41,28 +45,22 @@ def _label_lens(cls: ClassInfo, title: str) -> types.CodeLens:
     )
 
 
-def latest_optimize(ls: StarkLanguageServer, reference: Path) -> Job | None:
-    return ls.jobs.latest(lambda j: j.kind is JobKind.OPTIMIZE and j.reference == reference)
-
-
 def reference_lenses(
     ls: StarkLanguageServer, uri: str, cls: ClassInfo, reference: Path
 ) -> list[types.CodeLens]:
     lenses: list[types.CodeLens] = []
-    job = latest_optimize(ls, reference)
+    job = ls.jobs.latest_optimize(reference)
     if job is not None and job.active:
         lenses.append(
-            _lens(
-                cls, f"STARK {progress_message(job)} — cancel", commands.CANCEL, {"jobId": job.id}
-            )
+            _lens(cls, f"STARK {progress_message(job)} — cancel", core.CANCEL, {"jobId": job.id})
         )
     else:
-        lenses.append(_lens(cls, "STARK: Optimize", commands.OPTIMIZE, {"uri": uri}))
+        lenses.append(_lens(cls, "STARK: Optimize", core.OPTIMIZE, {"uri": uri}))
     best = job.best if job is not None else None
     if job is not None and job.best_kernel is not None and best is not None:
         if best.faster:
             title = f"{best.detailed()} — apply"
-            lenses.append(_lens(cls, title, commands.APPLY_BEST, {"jobId": job.id}))
+            lenses.append(_lens(cls, title, core.APPLY_BEST, {"jobId": job.id}))
         elif not job.active:  # the running lens already says "best so far"
             lenses.append(_label_lens(cls, best.detailed()))
     return lenses
@@ -78,43 +76,40 @@ def kernel_lenses(
             _lens(
                 cls,
                 f"STARK {active.kind}: {progress_message(active)} — cancel",
-                commands.CANCEL,
+                core.CANCEL,
                 {"jobId": active.id},
             )
         )
         return lenses
     verdict = ls.verdicts.get(kernel)
     if verdict is None:
-        lenses.append(_lens(cls, "STARK: Verify", commands.VERIFY, {"uri": uri}))
+        lenses.append(_lens(cls, "STARK: Verify", core.VERIFY, {"uri": uri}))
         return lenses
     result = verdict.result
     if result.correct:
         speed = f"{result.speedup:.2f}x" if result.speedup else "correct"
-        lenses.append(_lens(cls, f"STARK: {speed} ✓ — verify again", commands.VERIFY, {"uri": uri}))
+        lenses.append(_lens(cls, f"STARK: {speed} ✓ — verify again", core.VERIFY, {"uri": uri}))
     else:
         lenses.append(
             _lens(
                 cls,
                 f"STARK: {result.stage or 'failed'} ✗ — verify again",
-                commands.VERIFY,
+                core.VERIFY,
                 {"uri": uri},
             )
         )
-        lenses.append(_lens(cls, "Fix with STARK debug agent", commands.DEBUG, {"uri": uri}))
+        lenses.append(_lens(cls, "Fix with STARK debug agent", core.DEBUG, {"uri": uri}))
     fix = ls.jobs.latest(lambda j: j.kind is JobKind.DEBUG and j.kernel == kernel)
     if fix is not None and fix.state is JobState.DONE and fix.debug and fix.debug.fixed_code:
-        lenses.append(_lens(cls, "apply STARK fix", commands.APPLY_FIX, {"jobId": fix.id}))
+        lenses.append(_lens(cls, "apply STARK fix", core.APPLY_FIX, {"jobId": fix.id}))
     return lenses
 
 
 async def code_lenses(ls: StarkLanguageServer, uri: str) -> list[types.CodeLens]:
-    if not uri.startswith("file:"):
+    found = await ls.file_analysis(uri)
+    if found is None:
         return []
-    try:
-        analysis = await ls.analysis(uri)
-        path = uri_to_path(uri)
-    except UserError:
-        return []
+    analysis, path = found
     info = analysis.info
     lenses: list[types.CodeLens] = []
     is_reference = info.kind is DocumentKind.REFERENCE or (
@@ -127,7 +122,32 @@ async def code_lenses(ls: StarkLanguageServer, uri: str) -> list[types.CodeLens]
     return lenses
 
 
+def refresh_after(server: StarkLanguageServer, job: Job, event: Any) -> None:
+    """Job listener: ask the client to re-request lenses when what they show changed
+    (a job started or ended, a round finished, the best improved)."""
+    if not job.active or event is None or isinstance(event, RoundFinished | BestImproved):
+        refresh(server)
+
+
+def refresh(server: StarkLanguageServer) -> None:
+    caps = server.client_capabilities
+    workspace = getattr(caps, "workspace", None) if caps else None
+    lens = getattr(workspace, "code_lens", None) if workspace else None
+    if lens is None or not lens.refresh_support:
+        return
+
+    async def send() -> None:
+        try:
+            await server.workspace_code_lens_refresh_async(None)
+        except Exception as exc:  # noqa: BLE001 - a refresh is a courtesy
+            log.debug("codeLens refresh failed: %s", exc)
+
+    server.background.spawn(send(), "codeLens refresh")
+
+
 def register(server: StarkLanguageServer) -> None:
+    server.job_listeners.append(lambda job, event: refresh_after(server, job, event))
+
     @server.feature(types.TEXT_DOCUMENT_CODE_LENS, types.CodeLensOptions(resolve_provider=False))
     async def on_code_lens(
         ls: StarkLanguageServer, params: types.CodeLensParams

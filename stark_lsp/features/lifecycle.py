@@ -1,7 +1,5 @@
-"""Lifecycle and document features: settings on initialize/initialized/
-didChangeConfiguration, static diagnostics on open/save and, debounced, on change
-(analysis of large documents runs off the loop: stark_lsp.analysis), progress
-cancellation, and a clean stop of every job on shutdown."""
+"""The session's lifecycle: settings on initialize/initialized/didChangeConfiguration,
+progress cancellation from the client, and a clean stop of every job on shutdown."""
 
 from __future__ import annotations
 
@@ -35,22 +33,6 @@ def register(server: StarkLanguageServer) -> None:
             ls.apply_settings(settings["stark"], "didChangeConfiguration")
         else:
             await pull_configuration(ls)
-
-    @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
-    def on_open(ls: StarkLanguageServer, params: types.DidOpenTextDocumentParams) -> None:
-        ls.publish(params.text_document.uri)
-
-    @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
-    def on_change(ls: StarkLanguageServer, params: types.DidChangeTextDocumentParams) -> None:
-        ls.publish_soon(params.text_document.uri)
-
-    @server.feature(types.TEXT_DOCUMENT_DID_SAVE)
-    def on_save(ls: StarkLanguageServer, params: types.DidSaveTextDocumentParams) -> None:
-        ls.publish(params.text_document.uri)
-
-    @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
-    def on_close(ls: StarkLanguageServer, params: types.DidCloseTextDocumentParams) -> None:
-        ls.forget(params.text_document.uri)
 
     @server.feature(types.WINDOW_WORK_DONE_PROGRESS_CANCEL)
     def on_progress_cancel(

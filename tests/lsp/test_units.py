@@ -9,8 +9,8 @@ import pytest
 
 from engine.bench.result import ErrorLocation, EvalResult
 from stark_lsp import config, diagnostics, sourcemap
+from stark_lsp.disk_watch import matches
 from stark_lsp.tasks import DocumentKind, analyze, find_reference
-from stark_lsp.watch import glob_regex
 
 from .helpers import TINY_REFERENCE
 
@@ -196,9 +196,13 @@ def test_settings_merge_validates_and_hides_the_key() -> None:
 
 
 def test_watch_globs() -> None:
-    assert glob_regex("**/ref_*.py").match("a/b/ref_1.py")
-    assert glob_regex("**/ref_*.py").match("ref_1.py")
-    assert not glob_regex("*.py").match("a/b.py")
+    root = Path("/w")
+    assert matches(root / "a/b/ref_1.py", [root], ("**/ref_*.py",))
+    assert matches(root / "ref_1.py", [root], ("**/ref_*.py",))
+    assert not matches(root / "a/b.py", [root], ("*.py",))  # anchored at the folder
+    assert matches(root / "a/b.py", [root], ("a/*.py",))
+    assert not matches(root / "a/b/c.py", [root], ("a/*.py",))  # `*` stays in its folder
+    assert not matches(Path("/elsewhere/ref_1.py"), [root], ("**/ref_*.py",))
 
 
 def test_tolerance_settings_take_positive_numbers_or_null() -> None:

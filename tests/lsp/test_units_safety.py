@@ -14,8 +14,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from engine.events import NodeSnapshot, RoundFinished, event_from_dict
-from stark_lsp import config, watch
+from engine.artifacts.events import NodeSnapshot, RoundFinished, event_from_dict
+from stark_lsp import config, disk_watch, launch
 from stark_lsp.background import BackgroundTasks
 from stark_lsp.eventcheck import MalformedEvent, check_event
 from stark_lsp.server import StarkLanguageServer
@@ -44,12 +44,12 @@ def test_expand_prunes_skip_dirs_before_descending(
             visited.append(entry[0])
             yield entry  # the same lists: pruning by the caller still applies
 
-    monkeypatch.setattr(watch.os, "walk", recording_walk)
-    found = watch.expand([tmp_path], ("**/ref_*.py",))
+    monkeypatch.setattr(disk_watch.os, "walk", recording_walk)
+    found = disk_watch.expand([tmp_path], ("**/ref_*.py",))
     assert found == {(tmp_path / "ref_top.py").resolve(), (tmp_path / "tasks/a/ref_1.py").resolve()}
     entered = {Path(v).relative_to(tmp_path).parts[0] for v in visited if Path(v) != tmp_path}
     assert entered == {"tasks"}  # node_modules, .venv, build, *.egg-info, .git never entered
-    assert watch.expand([tmp_path], ("*.py",)) == {(tmp_path / "ref_top.py").resolve()}
+    assert disk_watch.expand([tmp_path], ("*.py",)) == {(tmp_path / "ref_top.py").resolve()}
 
 
 async def test_configure_expands_in_a_worker_thread_while_the_loop_serves(
@@ -58,16 +58,16 @@ async def test_configure_expands_in_a_worker_thread_while_the_loop_serves(
     _tree(tmp_path)
     release = threading.Event()
     threads: list[int] = []
-    real_expand = watch.expand
+    real_expand = disk_watch.expand
 
     def slow_expand(roots: list[Path], globs: tuple[str, ...]) -> set[Path]:
         threads.append(threading.get_ident())
         assert release.wait(10), "the loop never got to run while the glob expanded"
         return real_expand(roots, globs)
 
-    monkeypatch.setattr(watch, "expand", slow_expand)
+    monkeypatch.setattr(disk_watch, "expand", slow_expand)
     server = SimpleNamespace(background=BackgroundTasks())
-    manager = watch.WatchManager(server)  # type: ignore[arg-type]
+    manager = disk_watch.WatchManager(server)  # type: ignore[arg-type]
     try:
         manager.configure(("**/ref_*.py",), [tmp_path])  # returns before the walk ends
         assert manager.watched() == []
@@ -180,8 +180,41 @@ def test_child_environment_has_no_secret_unless_it_calls_a_model(
     monkeypatch.setenv("STARK_MODEL", "some-model")
     server = StarkLanguageServer()
     server.settings, _ = config.merge(server.settings, {"apiKey": "sk-client-key-42"})
-    bench = server.engine_env(calls_model=False)
+    bench = launch.engine_env(server.settings, calls_model=False)
     assert not [name for name in bench if config.is_secret_name(name)]
     assert bench["STARK_MODEL"] == "some-model" and "PYTHONPATH" in bench
-    model = server.engine_env(calls_model=True)
+    model = launch.engine_env(server.settings, calls_model=True)
     assert model["OPENAI_API_KEY"] == model["STARK_API_KEY"] == "sk-client-key-42"
+
+
+def test_stark_lsp_layout_has_no_cycle_or_dodged_import() -> None:
+    """The features hang off core/server/support modules, never off each other or the
+    wiring (scripts/check_structure.py, which `make test` runs for the whole tree)."""
+    import importlib.util
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location(
+        "check_structure", root / "scripts" / "check_structure.py"
+    )
+    assert spec is not None and spec.loader is not None
+    checker = importlib.util.module_from_spec(spec)
+    sys.modules["check_structure"] = checker
+    spec.loader.exec_module(checker)
+    modules = checker.scan(("stark_lsp",))
+    assert checker.findings(modules, checker.DEFAULT_MAX_LINES) == []
+    features = {name for name in modules if name.startswith("stark_lsp.features.")}
+    for name in features:
+        assert not (modules[name].imports & (features | {"stark_lsp.app"})), name
+
+
+def test_one_failing_job_listener_does_not_silence_the_others() -> None:
+    server = StarkLanguageServer()
+    heard: list[str] = []
+
+    def broken(job: object, event: object) -> None:
+        raise RuntimeError("boom")
+
+    server.job_listeners += [broken, lambda job, event: heard.append("second")]
+    server._on_job_update(SimpleNamespace(id="job-1"), None)  # type: ignore[arg-type]
+    assert heard == ["second"]
