@@ -17,10 +17,12 @@ setup-tests:
 demo: setup
 	$(BIN)/stark optimize examples/elementwise_chain.py --rounds 6 --agent offline --device cpu
 
-# Lint, the VS Code extension, then every Python test (pytest's summary is the last line).
+# Lint, the package-layout rules, the VS Code extension, then every Python test (pytest's
+# summary is the last line).
 test: setup-tests
-	$(BIN)/ruff check engine stark_lsp tests benchmarks examples
-	$(BIN)/ruff format --check engine stark_lsp tests benchmarks examples
+	$(BIN)/ruff check engine stark_lsp tests benchmarks examples scripts
+	$(BIN)/ruff format --check engine stark_lsp tests benchmarks examples scripts
+	$(BIN)/python scripts/check_structure.py
 	$(MAKE) --no-print-directory test-extension
 	$(BIN)/python -m pytest -q -ra
 

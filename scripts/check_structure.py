@@ -40,7 +40,7 @@ CLI_SHARED = frozenset({"engine.cli.common", "engine.cli.progress"})
 @dataclass(slots=True)
 class ModuleInfo:
     name: str
-    path: Path
+    path: Path  # relative to the scanned root, as findings print it
     lines: int
     has_long_reason: bool
     imports: set[str] = field(default_factory=set)  # every engine/stark_lsp module it imports
@@ -48,7 +48,8 @@ class ModuleInfo:
 
 
 def module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    """`engine/bench/worker.py` -> `engine.bench.worker` (a path relative to the root)."""
+    parts = list(path.with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
@@ -99,12 +100,13 @@ def _in_type_checking(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
     return False
 
 
-def scan(packages: tuple[str, ...]) -> dict[str, ModuleInfo]:
-    paths = [p for pkg in packages for p in sorted((ROOT / pkg).rglob("*.py"))]
+def scan(packages: tuple[str, ...], root: Path = ROOT) -> dict[str, ModuleInfo]:
+    """Every module of `packages` (folders under `root`), with its in-tree imports."""
+    paths = [p.relative_to(root) for pkg in packages for p in sorted((root / pkg).rglob("*.py"))]
     known = {module_name(p) for p in paths}
     modules: dict[str, ModuleInfo] = {}
     for path in paths:
-        text = path.read_text(encoding="utf-8")
+        text = (root / path).read_text(encoding="utf-8")
         tree = ast.parse(text, filename=str(path))
         name = module_name(path)
         head = (ast.get_docstring(tree) or "") + "\n".join(text.splitlines()[:15])
@@ -195,7 +197,7 @@ def findings(modules: dict[str, ModuleInfo], max_lines: int) -> list[str]:
         problems.append(f"import cycle: {' <-> '.join(cycle)}")
         component_of.update(dict.fromkeys(cycle, number))
     for info in modules.values():
-        rel = info.path.relative_to(ROOT)
+        rel = info.path
         if info.lines > max_lines and not info.has_long_reason:
             problems.append(
                 f"{rel}: {info.lines} lines (limit {max_lines}); split it, or state why at its top "
@@ -224,8 +226,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--packages", nargs="+", default=list(DEFAULT_PACKAGES))
     parser.add_argument("--max-lines", type=int, default=DEFAULT_MAX_LINES)
+    parser.add_argument("--root", type=Path, default=ROOT, help="folder holding the packages")
     args = parser.parse_args(argv)
-    problems = findings(scan(tuple(args.packages)), args.max_lines)
+    missing = [pkg for pkg in args.packages if not (args.root / pkg).is_dir()]
+    if missing:
+        parser.error(f"no package folder {', '.join(missing)} under {args.root}")
+    problems = findings(scan(tuple(args.packages), args.root), args.max_lines)
     for problem in problems:
         print(problem)
     print(f"check_structure: {len(problems)} finding(s)", file=sys.stderr)
