@@ -15,8 +15,8 @@ from textwrap import dedent
 
 import pytest
 
-from engine.cli import bench as cli
 from engine.bench.result import ErrorLocation, EvalResult
+from engine.cli import bench as cli
 from engine.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]

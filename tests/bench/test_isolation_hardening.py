@@ -15,7 +15,6 @@ import pytest
 
 from engine.bench import Benchmarker, EvalConfig
 from engine.bench.cache_manifest import MANIFEST_FILE, CacheManifest
-from engine.cli.bench import human_report
 from engine.bench.environment import scrubbed_environment
 from engine.bench.evaluate import trusted_speedup
 from engine.bench.result import EvalResult, TimingStats
@@ -27,6 +26,7 @@ from engine.bench.signed_files import (
     run_phase_token,
     sha256_file,
 )
+from engine.cli.bench import human_report
 from tests.bench.conftest import candidate, ref
 
 FAKE_OPENAI_KEY = "sk-proj-" + "Zq8RxT3mW7vKp2Lc9NfHd4Yb"
