@@ -10,7 +10,9 @@ import textwrap
 PROBE = textwrap.dedent(
     """
     import resource, sys, torch
-    from engine.bench.worker_setup import steady_allocator
+    # The worker's own imports (the fork server has them all loaded before it forks): the
+    # heap a bare import of worker_setup leaves behaves differently from the worker's.
+    from engine.bench.worker import steady_allocator
     if sys.argv[1] == "pinned":
         assert steady_allocator()
     def faults():
