@@ -11,7 +11,8 @@
 # Environment overrides:
 #   STARK_VENV=path             where the virtual environment lives (default .venv)
 #   STARK_TORCH_SPEC=spec       force a torch requirement, e.g. "torch==2.13.0"
-#   STARK_TORCH_INDEX=url       an extra index for torch wheels (e.g. the PyTorch CPU index)
+#   STARK_TORCH_INDEX=url       an extra index for torch wheels (CPU machines default to the
+#                               PyTorch CPU index, so the +cpu build is found)
 #   STARK_TRITON_SPEC=spec      force the Triton requirement of --tests ("" for none)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,10 +45,18 @@ torch_spec() {
     # PyPI's default Linux wheel is the CUDA build, with Triton.
     echo "torch"
   else
-    # CPU-only machine: the pinned CPU build (a local wheel on STARK's dev machines).
-    echo "torch==2.13.0"
+    # CPU-only machine: the CPU build, by its local version label. PyPI's plain 2.13.0 is the
+    # CUDA build (gigabytes of NVIDIA wheels); the +cpu wheel comes from PyTorch's CPU index
+    # (cpu_torch_index) or from a wheel directory pip is configured with.
+    echo "torch==2.13.0+cpu"
   fi
 }
+
+# Where the +cpu wheel lives for everyone without a local copy.
+CPU_TORCH_INDEX="https://download.pytorch.org/whl/cpu"
+# What a CPU machine installs when the CPU build can't be reached at all: PyPI's CUDA build
+# of the same release. It works on a CPU, only larger.
+CPU_TORCH_FALLBACK="torch==2.13.0"
 
 triton_spec() {
   if [ -n "${STARK_TRITON_SPEC+set}" ]; then
@@ -77,9 +86,21 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 if ! "$VENV/bin/python" -c 'import torch' >/dev/null 2>&1; then
   spec=$(torch_spec)
   extra=()
-  [ -n "${STARK_TORCH_INDEX:-}" ] && extra=(--extra-index-url "$STARK_TORCH_INDEX")
+  if [ -n "${STARK_TORCH_INDEX:-}" ]; then
+    extra=(--extra-index-url "$STARK_TORCH_INDEX")
+  elif [ "$spec" = "torch==2.13.0+cpu" ]; then
+    extra=(--extra-index-url "$CPU_TORCH_INDEX")
+  fi
   log "installing $spec"
-  "${PIP[@]}" install "${extra[@]}" "$spec"
+  if ! "${PIP[@]}" install --retries 1 --timeout 30 "${extra[@]}" "$spec"; then
+    if [ "$spec" = "torch==2.13.0+cpu" ] && [ -z "${STARK_TORCH_SPEC:-}" ]; then
+      log "the CPU build of torch is not reachable (no $CPU_TORCH_INDEX, no local wheel);"
+      log "installing $CPU_TORCH_FALLBACK from PyPI instead: the CUDA build, several GB, works on CPU"
+      "${PIP[@]}" install "$CPU_TORCH_FALLBACK"
+    else
+      exit 1
+    fi
+  fi
 fi
 
 stamp="$VENV/.stark-installed-$(cat pyproject.toml | sha256sum | cut -c1-16)"
