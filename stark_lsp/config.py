@@ -151,10 +151,10 @@ def _as_tolerance(name: str):
         if (
             isinstance(value, bool)
             or not isinstance(value, int | float)
-            or not 0 < value < float("inf")  # NaN fails both comparisons
+            or not 0 <= value < float("inf")  # NaN fails both comparisons
         ):
             raise SettingsError(
-                f"stark.{name} must be a positive number (e.g. 1e-3), or null for the "
+                f"stark.{name} must be a finite number >= 0 (e.g. 1e-3), or null for the "
                 f"default of the output's dtype, not {value!r}"
             )
         return float(value)
@@ -282,6 +282,12 @@ def merge(
             # unknown keys (e.g. the client's own `interpreter`, `trace.server`) are ignored
         except SettingsError as exc:
             problems.append(str(exc))
+    atol = changes.get("atol", settings.atol)
+    rtol = changes.get("rtol", settings.rtol)
+    if atol == 0 and rtol == 0:  # the engine refuses `--atol 0 --rtol 0`
+        problems.append("stark.atol and stark.rtol cannot both be 0")
+        changes.pop("atol", None)
+        changes.pop("rtol", None)
     return replace(settings, **changes), problems
 
 

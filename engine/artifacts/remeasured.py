@@ -120,6 +120,12 @@ class Remeasured:
             error=data.get("error"),
         )
 
+    @property
+    def not_faster_than_eager(self) -> bool:
+        """The fresh figure says the kernel is no faster than eager (speedup <= 1.0): the
+        user should keep the reference, whatever the search measured."""
+        return self.vs_eager is not None and self.vs_eager.speedup <= 1.0
+
     def text(self) -> str:
         parts = [
             c.text(name)

@@ -35,8 +35,9 @@ class TaskSummary:
     rounds_run: int = 0
     llm_calls: int = 0  # calls to a real model (offline-agent replies: agent_calls)
     failed_llm_calls: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    # Summed over the calls that reported tokens; None when none did (the offline agent).
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
     cost_usd: float | None = None
     agent: str = ""
     model: str = ""

@@ -54,9 +54,11 @@ class CompileActivity:
     deadline (within the compile deadline). An endless loop in forward is not compiling, so
     it meets the run deadline, not the compile one."""
 
-    def __init__(self, eval_dir: Path, sign: Callable[[dict[str, object]], str]) -> None:
+    def __init__(self, eval_dir: Path, heartbeat_mac: Callable[[int], str]) -> None:
+        # Signs a heartbeat count and nothing else: this object is alive while the candidate's
+        # first call runs, so it must not hold a signer that would sign a verdict.
         self.path = eval_dir / ACTIVITY_FILE
-        self.sign = sign
+        self.heartbeat_mac = heartbeat_mac
         self.count = 0
         self._main = threading.main_thread().ident
         self._stop = threading.Event()
@@ -83,7 +85,7 @@ class CompileActivity:
                 with contextlib.suppress(OSError):
                     atomic_write_text(
                         self.path,
-                        f"{self.count} {self.sign({'activity': self.count})}",
+                        f"{self.count} {self.heartbeat_mac(self.count)}",
                         **SCRATCH_FILE,
                     )
             del frame

@@ -126,11 +126,21 @@ def _beyond(configured_s: float, work_s: float) -> float:
     return configured_s if work_s <= configured_s else work_s + FIXED_SLACK_S
 
 
+HINT_CAP_CALLS = 3.0  # the caller's hint may raise the estimate to this × the measurement
+
+
 def reference_estimate(config: EvalConfig, measured_s: float | None) -> float | None:
-    """Seconds per reference call to size deadlines with: the larger of the worker's
-    measurement and the caller's hint (EvalConfig.reference_call_s), either may be absent."""
-    known = [v for v in (measured_s, config.reference_call_s) if v is not None and v > 0]
-    return max(known) if known else None
+    """Seconds per reference call to size deadlines with. Before the worker's measurement
+    exists, the caller's hint (EvalConfig.reference_call_s) alone; once it exists, the
+    measurement, raised by the hint to at most HINT_CAP_CALLS × the measurement, so one
+    inflated hint cannot stretch every later deadline."""
+    hint = config.reference_call_s
+    hint = hint if hint is not None and hint > 0 else None
+    if measured_s is None or measured_s <= 0:
+        return hint
+    if hint is None:
+        return measured_s
+    return max(measured_s, min(hint, HINT_CAP_CALLS * measured_s))
 
 
 def _per_call(plan: RunPlan | None) -> str:

@@ -40,6 +40,9 @@ LOG_TAIL_CHARS = 16_000
 # Static findings that mean the candidate can reach the harness's own objects in memory, so
 # the numbers it reports about itself can't be trusted (the correctness checks still stand).
 HARNESS_ACCESS_FLAGS = ("imports_harness", "reads_harness_files")
+# A run-phase hang inside the reference is the reference's own only if the deadline was at
+# most this many of its calls as measured before the candidate was loaded.
+REFERENCE_HANG_CALLS = 3.0
 
 
 def default_cache_dir() -> Path:
@@ -145,9 +148,10 @@ class Benchmarker:
             result.log = (result.log + "\n" + notes).strip()
         for flag in static_flags:
             result.add_flag(flag)
-        if (
-            any(flag in HARNESS_ACCESS_FLAGS for flag in static_flags)
-            and result.speedup is not None
+        reached_harness = any(flag in HARNESS_ACCESS_FLAGS for flag in static_flags)
+        # The worker flags untrusted_timing itself when a candidate thread outlived timing.
+        if (reached_harness or "untrusted_timing" in result.flags) and (
+            result.speedup is not None or result.paired_speedup is not None
         ):
             result.speedup = result.paired_speedup = None
             result.add_flag("untrusted_timing")
@@ -214,12 +218,32 @@ class Benchmarker:
                 eval_dir / "candidate.py",
             )
             if running == "reference":
-                result.stage = "reference"
-                result.error = (
-                    f"the reference was running when the {PHASE_TITLES[outcome.last_phase]} "
-                    f"deadline passed ({result.error}); not the candidate's fault"
-                )
+                blame_reference_hang(result, outcome)
         return result
+
+
+def blame_reference_hang(result: EvalResult, outcome: WorkerOutcome) -> None:
+    """The reference's code was innermost when a run-phase deadline passed. The candidate was
+    loaded by then and may have changed what the reference calls (rebound `torch.relu` to a
+    loop compiled under the reference's file name), so the hang is the reference's only when
+    the deadline was no more than a few of its calls as measured before the candidate loaded;
+    otherwise it is the candidate's timeout."""
+    call_s = outcome.plan.call_s if outcome.plan is not None else None
+    limit_s = outcome.deadline_s or 0.0
+    phase_title = PHASE_TITLES[outcome.last_phase]
+    if call_s is not None and call_s > 0 and limit_s > REFERENCE_HANG_CALLS * call_s:
+        result.stage = "timeout"
+        result.error = (
+            f"the reference hung after the candidate was loaded, far beyond its measured "
+            f"~{call_s:.2g} s per call (the candidate may have changed what the reference "
+            f"calls); {phase_title} deadline of {limit_s:.3g}s passed; process group killed"
+        )
+        return
+    result.stage = "reference"
+    result.error = (
+        f"the reference was running when the {phase_title} deadline passed ({result.error}); "
+        "not the candidate's fault"
+    )
 
 
 def trusted_speedup(result: EvalResult) -> float | None:

@@ -2,14 +2,16 @@
 
 Order matters and is part of the defence:
 1. clocks are captured before any user code exists;
-2. request.json is read and deleted (the candidate never sees the nonce or config);
+2. request.json is read and deleted (the candidate never sees the nonce or config); the
+   signer stays an argument, never an attribute of the `Evaluation` a candidate can find;
 3. device, resource limits and thread settings are fixed;
 4. the reference is imported, its model built, and one trial's answer computed
    while torch is still pristine (a later comparison exposes tampering);
 5. the compile cache is installed and the candidate imported and built;
 6. correctness trials, interleaved timing, one fresh-input trial, tamper checks,
    optional profiling;
-7. result.json is written atomically, signed with the nonce; prints go to log.txt.
+7. the result's timings are compared with the copy frozen when timing returned, then
+   result.json is written atomically, signed with the nonce; prints go to log.txt.
 
 structure: long because `Evaluation` is that one sequential procedure, and its order is
 the defence: split across modules, a step could be called out of turn without the reader
@@ -24,6 +26,7 @@ import faulthandler
 import json
 import os
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,7 +58,9 @@ from engine.bench.signed_files import CHECKPOINT_FILE, result_mac
 from engine.bench.worker_setup import apply_limits, resolve_device, steady_allocator
 
 SPOT_CHECK_ELEMENTS = 4096  # per output, per timing round
-SECOND_CALL_ABOVE_S = 0.05  # a first reference call slower than this is timed once more
+# The reference's first call includes one-time warm-up (allocator, thread pool, lazy init), so
+# a second call gives its steady time; only a first call slower than this is taken as is.
+SINGLE_CALL_ABOVE_S = 2.0
 
 
 class Stop(Exception):
@@ -79,8 +84,12 @@ class Evaluation:
     """State of one evaluation inside the worker."""
 
     eval_dir: Path
-    request: dict[str, Any]
     clocks: timing.Clocks
+    # Paths from request.json. The request itself and the signing closure are never
+    # attributes: a candidate that finds this object through gc must not find `sign` or the
+    # nonce one attribute away (the worker passes `sign` down as an argument instead).
+    reference_path: str = ""
+    cache_dir: str = ""
     result: EvalResult = field(default_factory=EvalResult)
     kernel_clock: KernelClock = field(default_factory=KernelClock)
     config: EvalConfig = field(default_factory=EvalConfig)
@@ -88,8 +97,6 @@ class Evaluation:
     threads: int = 1
     candidate_path: str = ""
     compile_start_ns: int | None = None
-    # HMAC under the evaluation's nonce: signs phases, heartbeats and checkpoints.
-    sign: Callable[[dict[str, object]], str] = field(default=lambda _: "")
     reference_call_s: float | None = None  # measured before the candidate was loaded
     plan: deadlines.RunPlan | None = None
     reference: ModuleType | None = None
@@ -99,6 +106,9 @@ class Evaluation:
     # This object, its clocks and kernel clock by identity, filled in (never rebound) just
     # before the candidate loads: shadowing `time_both` on the instance is tampering too.
     guards: list[InstanceSnapshot] = field(default_factory=list)
+    # Idents of the Python threads alive before the candidate was imported (the harness's
+    # own); set once, before the guards are taken, so rebinding it is caught as tampering.
+    threads_before_candidate: frozenset[int] = frozenset()
 
     def fail_check(self, exc: CheckFailure, prefix: str = "") -> Stop:
         """A failed correctness check; report the failing trial's errors as well."""
@@ -115,37 +125,39 @@ class Evaluation:
             self.result.add_flag(flag)
         return Stop(error)
 
-    def phase(self, name: str) -> None:
+    def phase(self, name: str, sign: Signer) -> None:
         """Announce a phase to the sandbox, signed; after the reference phase every line also
         carries the reference's measured call time, which sizes the run deadline."""
         extras: dict[str, str] = {}
         if self.reference_call_s is not None:
             extras["call_s"] = f"{self.reference_call_s:.6f}"
-        token = self.sign({"phase": name, **extras})
+        token = sign({"phase": name, **extras})
         tail = "".join(f" {key}={value}" for key, value in extras.items())
         atomic_write_text(self.eval_dir / "phase", f"{name} {token}{tail}", **SCRATCH_FILE)
 
-    def checkpoint(self, name: str) -> None:
+    def checkpoint(self, name: str, sign: Signer, seal: Seal = ()) -> None:
         """A signed copy of the verdict so far: if a later deadline kills the worker, the
         parent still reports what was measured (trials passed, timings)."""
         self.result.kernel_s = self.kernel_clock.seconds
+        fail_if_timings_changed(self.result, seal)
         verdict = self.result.to_dict()
-        mac = self.sign({"checkpoint": name, "result": verdict})
+        mac = sign({"checkpoint": name, "result": verdict})
         body = {"checkpoint": name, "result": verdict, "mac": mac}
         with contextlib.suppress(OSError, TypeError, ValueError):
             atomic_write_text(self.eval_dir / CHECKPOINT_FILE, _json_dumps(body), **SCRATCH_FILE)
 
     def measure_reference(self, ref_model: Any, canary: Trial) -> None:
-        """The reference's first call computes the canary's answer; if it is slow, a second
-        call (output discarded) gives its steady time. Both before the candidate exists, so the
-        figure that sizes the deadlines is the reference's alone."""
+        """The reference's first call computes the canary's answer; a second call (output
+        discarded) gives its steady time, without the first call's one-time warm-up, unless
+        the first alone took over SINGLE_CALL_ABOVE_S. Both before the candidate exists, so
+        the figure that sizes the deadlines is the reference's alone."""
         start = self.clocks.perf_ns()
         self.reference_side(
             lambda: correctness.reference_answer(canary, ref_model, self.device, self.kernel_clock)
         )
         first_s = (self.clocks.perf_ns() - start) / 1e9
         call_s = first_s
-        if first_s > SECOND_CALL_ABOVE_S:
+        if first_s <= SINGLE_CALL_ABOVE_S:
             start = self.clocks.perf_ns()
             inputs = correctness.clone_inputs(canary.pristine)
             self.reference_side(
@@ -167,10 +179,11 @@ class Evaluation:
             self.result.add_flag("run_deadline_raised")
 
     # -- the whole evaluation ----------------------------------------------------
-    def run(self) -> None:
-        self.config = EvalConfig.from_dict(self.request.get("config") or {})
-        self.candidate_path = str(self.request["candidate_path"])
-        self.phase("reference")
+    def run(self, sign: Signer, seal: list[tuple[object, ...]]) -> None:
+        """The procedure. `sign` (HMAC under the nonce) is an argument, never an attribute;
+        `seal` receives the timing figures as the timer returned them (see timing_seal_of),
+        held by the caller, not by this object."""
+        self.phase("reference", sign)
         self.device = resolve_device(self.config.device)
         self.result.device = self.device.type
         apply_limits(self.device, self.config)
@@ -184,7 +197,7 @@ class Evaluation:
         weight_seed = correctness.secret_seed()
         ref_model = self.build(reference.Model, reference, weight_seed, "reference", "Model")
         canary = self.draw(reference)
-        with CompileActivity(self.eval_dir, self.sign):
+        with CompileActivity(self.eval_dir, activity_signer(sign)):
             self.measure_reference(ref_model, canary)
         self.reference = reference
         self.pristine = NamespaceSnapshot.take(reference)
@@ -192,8 +205,9 @@ class Evaluation:
 
         self.compile_start_ns = self.clocks.perf_ns()
         self.compile_cache = CompileCache(
-            Path(str(self.request["cache_dir"])), self.device.type, self.eval_dir / "log.txt"
+            Path(self.cache_dir), self.device.type, self.eval_dir / "log.txt"
         )
+        self.threads_before_candidate = frozenset(t.ident or 0 for t in _thread_enumerate())
         self.guards.extend(
             [
                 InstanceSnapshot.take(self, "Evaluation"),
@@ -202,26 +216,26 @@ class Evaluation:
             ]
         )
         os.environ["TORCHINDUCTOR_COMPILE_THREADS"] = "1"  # no compile-worker processes
-        self.phase("compile")
+        self.phase("compile", sign)
         candidate = self.import_candidate(self.compile_cache)
         new_model = self.build(candidate.ModelNew, reference, weight_seed, "import", "ModelNew")
         self.result.compiled = True
-        self.phase("warmup")
-        with CompileActivity(self.eval_dir, self.sign):
+        self.phase("warmup", sign)
+        with CompileActivity(self.eval_dir, activity_signer(sign)):
             first_call_error = self.first_call(new_model, canary)
         self.result.compile_s = (self.clocks.perf_ns() - self.compile_start_ns) / 1e9
-        self.phase("run")
+        self.phase("run", sign)
         if first_call_error is not None:
             raise self.call_error(first_call_error)
         self.check_integrity()
 
-        last_trial = self.correctness_trials(reference, ref_model, new_model)
+        last_trial = self.correctness_trials(reference, ref_model, new_model, sign)
         self.check_children()
-        self.phase("timing")
-        self.time_both(reference, ref_model, new_model, last_trial)
+        self.phase("timing", sign)
+        seal.append(self.time_both(reference, ref_model, new_model, last_trial))
         self.check_children()
-        self.checkpoint("timing")
-        self.phase("checks")
+        self.checkpoint("timing", sign, seal)
+        self.phase("checks", sign)
         self.fresh_input_trial(canary, ref_model, new_model)
         self.check_integrity()
         self.result.correct = True
@@ -229,8 +243,8 @@ class Evaluation:
             tampered = timing.tampered_timers(self.device.type)
             if tampered:
                 self.result.add_flag("timer_tampering")
-            self.checkpoint("checked")  # the verdict, whatever the profiler does
-            self.phase("profile")
+            self.checkpoint("checked", sign, seal)  # the verdict, whatever the profiler does
+            self.phase("profile", sign)
             self.profile(new_model, last_trial)
 
     def first_call(self, new_model: Any, canary: Trial) -> CallError | None:
@@ -271,7 +285,7 @@ class Evaluation:
     # -- loading -------------------------------------------------------------------
     def import_reference(self) -> ModuleType:
         try:
-            module = loader.import_from_path(str(self.request["reference_path"]), "stark_reference")
+            module = loader.import_from_path(self.reference_path, "stark_reference")
         except BaseException as exc:  # noqa: BLE001 - SystemExit in a reference too
             raise self.fail("reference", self.reference_error(exc)) from exc
         missing = loader.missing_names(module, loader.REQUIRED_REFERENCE_NAMES)
@@ -349,7 +363,9 @@ class Evaluation:
             return self.fail("runtime", f"candidate called sys.exit({original.code!r}) in forward")
         return self.fail("runtime", f"forward raised {loader.one_line(original)}")
 
-    def correctness_trials(self, reference: ModuleType, ref_model: Any, new_model: Any) -> Trial:
+    def correctness_trials(
+        self, reference: ModuleType, ref_model: Any, new_model: Any, sign: Signer
+    ) -> Trial:
         trials = self.config.correctness_trials
         self.result.correctness_trials = trials
         stats = TrialStats()
@@ -384,7 +400,7 @@ class Evaluation:
                 stats.mean_abs_err,
             )
             self.result.trials_passed += 1
-            self.checkpoint("correctness")
+            self.checkpoint("correctness", sign)
         assert trial is not None
         return trial
 
@@ -395,7 +411,9 @@ class Evaluation:
 
     def time_both(
         self, reference: ModuleType, ref_model: Any, new_model: Any, trial: Trial
-    ) -> None:
+    ) -> tuple[object, ...]:
+        """Time both sides into the result; returns the figures frozen the moment the timer
+        returned (timing_seal_of), for the caller to compare before signing."""
         timer = timing.Timer(self.device, self.threads, self.clocks, self.kernel_clock)
         timer_guard = timer.snapshot()
         atol, rtol = self.config.atol, self.config.rtol
@@ -425,6 +443,13 @@ class Evaluation:
             raise self.fail_check(
                 exc, "wrong output during timing (passed the trials before): "
             ) from exc
+        # Frozen at once, before the figures reach the result a candidate thread may write to.
+        lingering = self.lingering_threads()
+        sealed = timing_seal_of(outcome, untrusted=bool(lingering))
+        if lingering:
+            note(f"candidate thread(s) still alive after timing: {lingering}; speedup withheld")
+            self.result.add_flag("background_thread")
+            self.result.add_flag("untrusted_timing")
         if outcome.threads_changed:
             self.result.add_flag("thread_settings_changed")
         if outcome.side_stream_suspected:
@@ -440,6 +465,17 @@ class Evaluation:
             self.result.add_flag("timing_drift")
         if outcome.external_load is not None and outcome.external_load > EXTERNAL_LOAD_CORES:
             self.result.add_flag("external_load")
+        return sealed
+
+    def lingering_threads(self) -> str:
+        """Names of Python threads not alive before the candidate was imported (started at its
+        import, in __init__ or in forward) that are still alive when timing ends: such a
+        thread could have changed anything timing measured, so the speedup is withheld (the
+        parent drops it on `untrusted_timing`). Empty when there are none."""
+        harness = self.threads_before_candidate
+        alive = [t for t in _thread_enumerate() if t.is_alive() and (t.ident or 0) not in harness]
+        names = ", ".join(t.name for t in alive[:3])
+        return names + (f" (+{len(alive) - 3} more)" if len(alive) > 3 else "")
 
     def fresh_input_trial(self, canary: Trial, ref_model: Any, new_model: Any) -> None:
         """One more trial, inputs drawn before the candidate existed, answer computed then."""
@@ -512,6 +548,63 @@ class Evaluation:
             note(f"profiling failed: {loader.one_line(exc)}")
 
 
+Signer = Callable[[dict[str, object]], str]
+Seal = list[tuple[object, ...]] | tuple[()]
+_thread_enumerate = threading.enumerate  # bound before any candidate exists
+
+
+def activity_signer(sign: Signer) -> Callable[[int], str]:
+    """Signs compile-activity heartbeats only, so the heartbeat thread's object holds no
+    general signer (one that would sign a verdict)."""
+    return lambda count: sign({"activity": count})
+
+
+def timing_seal_of(outcome: timing.TimingOutcome, untrusted: bool = False) -> tuple[object, ...]:
+    """The figures the parent's speedup is computed from (and whether it is withheld), as
+    immutable values: a tuple of floats and bools that no thread can change in place."""
+    return tuple(
+        None if stats is None else tuple(float(v) for v in _stats_values(stats))
+        for stats in (outcome.ref_ms, outcome.new_ms, outcome.host_ms)
+    ) + (outcome.side_stream_suspected, outcome.paired_speedup, untrusted)
+
+
+def _stats_values(stats: Any) -> tuple[float, ...]:
+    return (stats.median, stats.iqr, stats.mean, stats.min, stats.n)
+
+
+def result_timing_seal(result: EvalResult) -> tuple[object, ...]:
+    return tuple(
+        None if stats is None else tuple(float(v) for v in _stats_values(stats))
+        for stats in (result.ref_ms, result.new_ms, result.host_ms)
+    ) + (
+        "side_stream_suspected" in result.flags,
+        result.paired_speedup,
+        "untrusted_timing" in result.flags,
+    )
+
+
+def timings_changed(result: EvalResult, seal: Seal) -> bool:
+    """Do the result's timing figures differ from what the timer returned? (No seal: timing
+    never finished, so there is nothing to compare.)"""
+    if not seal:
+        return False
+    try:
+        return result_timing_seal(result) != seal[0]
+    except (TypeError, ValueError, AttributeError):
+        return True
+
+
+def fail_if_timings_changed(result: EvalResult, seal: Seal) -> None:
+    if result.error is None and timings_changed(result, seal):
+        result.correct = False
+        result.stage = "correctness"
+        result.error = (
+            "candidate changed the measured timings after timing ended (the result no longer "
+            "matches what the timer returned)"
+        )
+        result.add_flag("harness_patched")
+
+
 def _causes(exc: BaseException) -> list[BaseException]:
     chain: list[BaseException] = []
     current: BaseException | None = exc
@@ -521,7 +614,11 @@ def _causes(exc: BaseException) -> list[BaseException]:
     return chain
 
 
-def run(eval_dir: str, _integrity: Any = integrity_failure) -> None:
+def run(
+    eval_dir: str,
+    _integrity: Any = integrity_failure,
+    _timings_check: Any = fail_if_timings_changed,  # bound before user code exists
+) -> None:
     """Evaluate the request in `eval_dir` and write `result.json` there."""
     clocks = timing.Clocks.capture()  # before anything from the user is imported
     faulthandler.enable(file=sys.stderr, all_threads=True)  # a segfault's stack goes to log.txt
@@ -538,14 +635,18 @@ def run(eval_dir: str, _integrity: Any = integrity_failure) -> None:
         faulthandler.register(STACK_DUMP_SIGNAL, file=sys.stderr, all_threads=True)
     evaluation = Evaluation(
         directory,
-        request,
         clocks,
-        sign=lambda body: result_mac(nonce, body),
+        reference_path=str(request["reference_path"]),
+        cache_dir=str(request["cache_dir"]),
+        candidate_path=str(request["candidate_path"]),
+        config=EvalConfig.from_dict(request.get("config") or {}),
     )
+    del request  # only the paths above are kept; the nonce lives in this frame alone
     result = evaluation.result
     guards = evaluation.guards  # this list, even if the candidate rebinds the attribute
+    seal: list[tuple[object, ...]] = []  # held here, not by the Evaluation
     try:
-        evaluation.run()
+        evaluation.run(lambda body: result_mac(nonce, body), seal)
     except Stop:
         pass
     except BaseException as exc:  # noqa: BLE001 - a verdict must always be written
@@ -563,6 +664,7 @@ def run(eval_dir: str, _integrity: Any = integrity_failure) -> None:
     if tampered:
         result.add_flag("timer_tampering")
         note(f"candidate replaced timers: {', '.join(tampered)}")
+    _timings_check(result, seal)  # just before signing: the figures are the timer's
     if result.error is not None:
         result.correct = False
     result.kernel_s = evaluation.kernel_clock.seconds

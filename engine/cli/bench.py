@@ -20,7 +20,7 @@ from typing import Any, NoReturn, TextIO
 from engine.bench.config import EvalConfig
 from engine.bench.evaluate import Benchmarker
 from engine.bench.result import EvalResult
-from engine.cli.common import UsageError, add_tolerance_arguments
+from engine.cli.common import UsageError, add_tolerance_arguments, validate_tolerances
 
 # A candidate may name its reference in a leading comment, so `stark bench CANDIDATE` works.
 REFERENCE_HEADER = re.compile(r"^#\s*stark:\s*reference\s*=\s*(\S+)\s*$", re.MULTILINE)
@@ -178,6 +178,7 @@ def resolve_paths(paths: list[str]) -> tuple[Path, Path, str, str]:
 
 
 def config_from_args(args: argparse.Namespace) -> EvalConfig:
+    validate_tolerances(args)
     try:
         return EvalConfig(
             device=args.device,

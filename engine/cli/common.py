@@ -33,16 +33,23 @@ class UsageError(Exception):
 # --- argument groups ------------------------------------------------------------------------
 
 
-def positive_tolerance(text: str) -> float:
-    """argparse type of --atol/--rtol: a finite number > 0 (argparse then exits 2 with
-    one line naming the flag)."""
+def tolerance(text: str) -> float:
+    """argparse type of --atol/--rtol: a finite number >= 0 (0 is a pure-relative or
+    pure-absolute allclose; argparse exits 2 with one line naming the flag otherwise)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    if not 0 <= value < float("inf"):  # NaN fails both comparisons
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value
+
+
+def validate_tolerances(args: argparse.Namespace) -> None:
+    """--atol 0 with --rtol 0 would demand bit-identical outputs: refused (either alone is
+    fine, the other keeps its dtype default)."""
+    if getattr(args, "atol", None) == 0 and getattr(args, "rtol", None) == 0:
+        raise UsageError("--atol and --rtol cannot both be 0")
 
 
 TOLERANCE_HELP = (
@@ -55,14 +62,14 @@ def add_tolerance_arguments(parser: argparse.ArgumentParser) -> None:
     """--atol/--rtol, shared by `stark bench`, `stark optimize` and `stark batch`."""
     parser.add_argument(
         "--atol",
-        type=positive_tolerance,
+        type=tolerance,
         default=None,
         metavar="X",
         help=f"absolute {TOLERANCE_HELP}",
     )
     parser.add_argument(
         "--rtol",
-        type=positive_tolerance,
+        type=tolerance,
         default=None,
         metavar="X",
         help=f"relative {TOLERANCE_HELP}",
@@ -177,6 +184,7 @@ def validate_eval_args(args: argparse.Namespace) -> None:
     trials = getattr(args, "correctness_trials", None)
     if trials is not None and trials < 1:
         raise UsageError(f"--correctness-trials must be >= 1, not {trials}")
+    validate_tolerances(args)
 
 
 def validate_args(args: argparse.Namespace) -> None:

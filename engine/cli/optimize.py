@@ -69,6 +69,10 @@ def best_line(summary: TaskSummary) -> str:
     if measured is not None and measured.vs_compile is not None:
         parts.append(measured.vs_compile.text("torch.compile"))
     head = "best " + (", ".join(parts) if parts else "(not re-measured)")
+    if measured is not None and measured.not_faster_than_eager:
+        head = (
+            f"no kernel faster than eager (best re-measured {', '.join(parts)}); keep the reference"
+        )
     notes = [f"node {summary.best_node}"]
     if summary.search_best_speedup is not None:
         notes.append(f"search measured {summary.search_best_speedup:.2f}x")

@@ -4,20 +4,29 @@ The search's seed (offline: the reference as is), or a debug "fix" that re-emits
 eager model, measures ~1.00x; counted as a kernel, timing noise alone would make it a
 "win". `is_reference_copy` recognises, by the AST with comments and docstrings gone:
 
-- a `ModelNew` whose class is the reference `Model`'s (renamed `ModelNew` -> `Model`);
+- a `ModelNew` whose class is the reference `Model`'s (renamed `ModelNew` -> `Model`), up
+  to renamed parameters and a bare `__init__` (only `super().__init__()`) present or not;
 - a `ModelNew(Model)` that adds nothing (`pass`, or only methods that call the parent);
 - a `ModelNew` whose forward only calls the reference model: `Model.forward(self, ...)`,
-  `super().forward(...)`, `self.<attr>(...)` where `__init__` set `self.<attr> = Model(...)`,
+  `super().forward(...)` (parameters positional or by keyword), `self.<attr>(...)` where `__init__` set `self.<attr> = Model(...)`,
   directly or through one level of `self.<helper>` indirection (the offline agent's
   `_stark_run = self._stark_eager` wrapper).
 
 Only when the candidate's own `Model` (if it defines one) is the reference's, so a file
 that changes `Model` and subclasses it is not a copy.
+
+Source can say the same thing in endless ways (`F.relu` for `torch.relu`, a no-op line, a
+`clone()` first); the search also labels a node by its behaviour
+(`is_behavioural_copy`): outputs bit-identical to the reference's on every trial and a
+speedup inside the noise of 1.0.
 """
 
 from __future__ import annotations
 
 import ast
+
+from engine.artifacts.remeasured import beyond_iqr
+from engine.bench.result import EvalResult
 
 _MAX_INDIRECTIONS = 4  # self.a -> self.b -> ... bounded, a cycle cannot loop
 
@@ -61,12 +70,49 @@ def _classes(source: str) -> dict[str, ast.ClassDef] | None:
     return {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
 
 
+class _RenameParams(ast.NodeTransformer):
+    """A method's parameters (after `self`) -> `_p0`, `_p1`, ...: a renamed argument does
+    not change what the method computes."""
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.FunctionDef:
+        params = node.args.posonlyargs + node.args.args
+        mapping = {a.arg: f"_p{i}" for i, a in enumerate(params[1:])}
+        for arg in params[1:]:
+            arg.arg = mapping[arg.arg]
+        for stmt in node.body:
+            for name in ast.walk(stmt):
+                if isinstance(name, ast.Name) and name.id in mapping:
+                    name.id = mapping[name.id]
+        return node
+
+
+def _is_bare_init(stmt: ast.stmt) -> bool:
+    """`def __init__(self): super().__init__()` (after `_Rename`): the same as no
+    `__init__` at all for an nn.Module subclass."""
+    if not isinstance(stmt, ast.FunctionDef) or stmt.name != "__init__" or stmt.decorator_list:
+        return False
+    args = stmt.args
+    if args.posonlyargs or len(args.args) != 1 or args.vararg or args.kwonlyargs or args.kwarg:
+        return False
+    body = [s for s in stmt.body if not isinstance(s, ast.Pass)]
+    return (
+        len(body) == 1
+        and isinstance(body[0], ast.Expr)
+        and isinstance(body[0].value, ast.Call)
+        and not body[0].value.args
+        and not body[0].value.keywords
+        and _is_super_call(body[0].value.func, "__init__")
+    )
+
+
 def _dump(cls: ast.ClassDef) -> str:
     copy = ast.parse(ast.unparse(cls)).body[0]
     assert isinstance(copy, ast.ClassDef)
     copy.name = "Model"
     _Rename().visit(copy)
     _strip_docstrings(copy)
+    _RenameParams().visit(copy)
+    copy.body = [s for s in copy.body if not _is_bare_init(s)] or [ast.Pass()]
     for node in ast.walk(copy):  # type hints do not change what a model computes
         if isinstance(node, ast.FunctionDef):
             node.returns = None
@@ -139,14 +185,19 @@ def _passes_through(call: ast.Call, func: ast.FunctionDef) -> bool:
         given.append(inner.id)
     if given[:1] == ["self"]:
         given = given[1:]
-    kwargs_ok = all(
-        k.arg is None
-        and isinstance(k.value, ast.Name)
-        and func.args.kwarg is not None
-        and k.value.id == func.args.kwarg.arg
-        for k in call.keywords
-    )
-    return given == params and kwargs_ok
+    named: list[str] = []  # `forward(x=x)`: a parameter handed on by its own name
+    kwargs_ok = True
+    for k in call.keywords:
+        if not isinstance(k.value, ast.Name):
+            return False
+        if k.arg is None:
+            kwargs_ok &= func.args.kwarg is not None and k.value.id == func.args.kwarg.arg
+        elif k.arg == k.value.id:
+            named.append(k.arg)
+        else:
+            return False
+    rest = params[len(given) :]
+    return given == params[: len(given)] and sorted(named) == sorted(rest) and kwargs_ok
 
 
 def _self_attr(node: ast.AST) -> str | None:
@@ -240,3 +291,18 @@ def _delegates(
             return False
         current = methods[method_name]
     return False
+
+
+def is_behavioural_copy(result: EvalResult | None) -> bool:
+    """The verdict of a copy in all but source: correct, outputs bit-identical to the
+    reference on every trial (max_abs_err == 0.0), and neither side faster beyond the
+    other's IQR (speedup within noise of 1.0). A real kernel that rounds differently, or
+    wins beyond the noise, is not caught by this."""
+    if result is None or not result.runnable or result.max_abs_err != 0.0:
+        return False
+    ref, new = result.ref_ms, result.new_ms
+    if ref is None or new is None:
+        return False
+    faster = beyond_iqr(ref.median, ref.iqr, new.median, new.iqr)
+    slower = beyond_iqr(new.median, new.iqr, ref.median, ref.iqr)
+    return not faster and not slower

@@ -108,8 +108,8 @@ def build_summary(
         llm_calls=len(llm_rows),
         agent_calls=len(usage) - len(llm_rows),
         failed_llm_calls=sum(1 for r in llm_rows if r.get("ok") == "0"),
-        prompt_tokens=sum(int(r["prompt_tokens"] or 0) for r in usage),
-        completion_tokens=sum(int(r["completion_tokens"] or 0) for r in usage),
+        prompt_tokens=_sum_tokens(usage, "prompt_tokens"),
+        completion_tokens=_sum_tokens(usage, "completion_tokens"),
         cost_usd=_sum_cost(usage),
         agent=agent_kind,
         agent_fallback=agent_fallback,
@@ -130,6 +130,13 @@ def _call_kind(row: dict[str, str], agent_kind: str) -> str:
     if kind in ("llm", "agent"):
         return kind
     return "agent" if agent_kind == "offline" else "llm"
+
+
+def _sum_tokens(usage: list[dict[str, str]], column: str) -> int | None:
+    """The column's total over the calls that reported it; None when no call did (an
+    offline run has no tokens to count, which is not the same as zero)."""
+    counts = [int(r[column]) for r in usage if r.get(column)]
+    return sum(counts) if counts else None
 
 
 def _sum_cost(usage: list[dict[str, str]]) -> float | None:

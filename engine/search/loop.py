@@ -10,8 +10,9 @@ node (`StarkTree.select_node`) and adds exactly one child:
 Scoring: a node's score is its measured speedup over the reference if it compiled
 and passed every correctness trial, else 0 (see `engine.search.tree.score_of`). A node whose
 code is the reference (or equivalent, `engine.search.equivalence`) is a `baseline` node: it
-may be expanded but is never the best kernel. The reference's forward time, measured by
-the first evaluation, is handed to later evaluations (`EvalConfig.reference_call_s`).
+may be expanded but is never the best kernel. The reference's forward time, from a trusted
+verdict (preferably the seed's, `engine.search.benchmarking`), is handed to later
+evaluations (`EvalConfig.reference_call_s`).
 
 After the last round the best kernel is measured again, interleaved against eager and
 (unless `compile_baseline` is off) against torch.compile (`engine.search.remeasure`): those
@@ -191,7 +192,7 @@ class StarkSearch:
             tree=tree,
         )
         search.next_round = int(state["next_round"])
-        search.bench.reference_call_s = state.get("reference_call_s")
+        search.bench.relearn_reference_time()  # from the tree, not a saved figure
         search.score_trace = [list(p) for p in state.get("score_trace", [])]
         search.elapsed_s = float(state.get("elapsed_s", 0.0))
         search.finished = bool(state.get("finished")) and search.next_round >= config.rounds

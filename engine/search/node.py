@@ -1,5 +1,6 @@
 """One node of the STARK search tree: a candidate kernel, its verdict and the prompt
-artefacts the search reuses, plus the scoring rules (`score_of`, `relative_iqr`).
+artefacts the search reuses, plus the scoring rules (`score_of`, `relative_iqr`,
+`noise_discounted_score`).
 
 It round-trips through JSON (`StarkNode.to_dict` / `from_dict`) inside tree.json.
 """
@@ -38,6 +39,17 @@ def relative_iqr(result: EvalResult | None) -> float:
         if side is not None and side.median > 0:
             total += side.iqr / side.median
     return total
+
+
+def noise_discounted_score(result: EvalResult | None) -> float:
+    """The score the best-kernel rule ranks by: the speedup, divided by (1 + both sides'
+    IQR/median) when the benchmarker flagged the verdict noisy, so a spread measurement
+    must beat a clean one by more than its own noise. It depends only on the verdict, never
+    on the order nodes arrived in."""
+    score = score_of(result)
+    if result is None or "noisy" not in result.flags:
+        return score
+    return score / (1.0 + relative_iqr(result))
 
 
 @dataclass(slots=True)

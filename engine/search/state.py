@@ -20,7 +20,7 @@ from engine.artifacts.events import (
 )
 from engine.artifacts.taskdir import TaskDir
 from engine.search.config import SearchError
-from engine.search.equivalence import is_reference_copy
+from engine.search.equivalence import is_behavioural_copy, is_reference_copy
 from engine.search.node import StarkNode
 from engine.search.trace_guard import SafeTrace
 from engine.search.tree import StarkTree
@@ -57,8 +57,11 @@ def snapshot(node: StarkNode) -> NodeSnapshot:
 
 
 def is_baseline(node: StarkNode, reference_src: str) -> bool:
-    """The node's code is the reference (or equivalent): it is never the best kernel."""
-    return bool(node.code) and is_reference_copy(node.code, reference_src)
+    """The node's code is the reference (or equivalent by its AST), or it behaved as one
+    (bit-identical outputs, speedup within noise of 1.0): never the best kernel."""
+    if not node.code:
+        return False
+    return is_reference_copy(node.code, reference_src) or is_behavioural_copy(node.metrics)
 
 
 def label_baselines(tree: StarkTree, reference_src: str) -> None:

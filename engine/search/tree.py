@@ -13,7 +13,15 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from engine.search.node import PHASES, Mode, Phase, StarkNode, relative_iqr, score_of
+from engine.search.node import (
+    PHASES,
+    Mode,
+    Phase,
+    StarkNode,
+    noise_discounted_score,
+    relative_iqr,
+    score_of,
+)
 
 __all__ = [
     "EPSILON",
@@ -28,6 +36,7 @@ __all__ = [
     "Selection",
     "StarkNode",
     "StarkTree",
+    "noise_discounted_score",
     "relative_iqr",
     "score_of",
 ]
@@ -76,8 +85,9 @@ class StarkTree:
       debug agent keeps sending the same broken kernel), that code is not debugged again.
 
     The best node (`best()`) is tracked apart from the leaders: never a baseline node
-    (a copy of the reference), and a noisy verdict replaces the best only when it beats it
-    by more than its own relative IQR.
+    (a copy of the reference); among the other correct nodes, the highest
+    `noise_discounted_score` (speedup / (1 + relative IQR) for a noisy verdict), the
+    older node on ties, so the best does not depend on the order nodes arrived in.
     """
 
     def __init__(
@@ -135,20 +145,20 @@ class StarkTree:
             self.best_id = node.node_id
         return node
 
+    @staticmethod
+    def may_be_best(node: StarkNode) -> bool:
+        """Runnable and not a copy of the reference."""
+        return node.runnable and not node.baseline
+
     def beats_best(self, node: StarkNode) -> bool:
-        """Whether `node` should become the best: runnable, not a baseline, a higher score,
-        and, for a noisy verdict, higher by more than its relative IQR (so noise alone
-        cannot crown it)."""
-        if not node.runnable or node.baseline:
+        """Whether `node` ranks above the current best: eligible (`may_be_best`) with a
+        strictly higher noise-discounted score (a tie keeps the older node)."""
+        if not self.may_be_best(node):
             return False
         if self.best_id is None:
             return True
         incumbent = self.nodes[self.best_id]
-        if node.score <= incumbent.score:
-            return False
-        if node.noisy and incumbent.score > 0:
-            return node.score / incumbent.score - 1.0 > relative_iqr(node.metrics)
-        return True
+        return noise_discounted_score(node.metrics) > noise_discounted_score(incumbent.metrics)
 
     def _update_leaders(self, node: StarkNode) -> None:
         """Keep `leader_ids` as the top-k runnable nodes, best first (ties: older first)."""
@@ -182,17 +192,19 @@ class StarkTree:
         return [self.nodes[i] for i in self.leader_ids]
 
     def best(self) -> StarkNode | None:
-        """The best kernel: the highest-scoring runnable non-baseline node (oldest on ties),
-        a noisy newcomer only on a margin beyond its noise (`beats_best`)."""
+        """The best kernel: the runnable non-baseline node with the highest
+        noise-discounted score (oldest on ties)."""
         return None if self.best_id is None else self.nodes[self.best_id]
 
     def recompute_best(self) -> None:
-        """Replay the best-node rule in node order (after labels changed, or for a tree
-        saved before the best was tracked); the same nodes give the same best."""
-        self.best_id = None
-        for node_id in sorted(self.nodes):
-            if self.beats_best(self.nodes[node_id]):
-                self.best_id = node_id
+        """Re-derive the best (after labels changed, or for a tree saved before the best
+        was tracked): the argmax of the noise-discounted score, oldest on ties."""
+        eligible = [n for n in self.nodes.values() if self.may_be_best(n)]
+        if not eligible:
+            self.best_id = None
+            return
+        best = max(eligible, key=lambda n: (noise_discounted_score(n.metrics), -n.node_id))
+        self.best_id = best.node_id
 
     def reemits(self) -> dict[int, int]:
         """For each failed node whose exact code later nodes re-emitted: how many did."""

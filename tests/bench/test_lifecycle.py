@@ -319,14 +319,17 @@ def test_a_reference_that_hangs_is_the_references_verdict(
     assert result.error_location is None
 
 
-def test_a_reference_hanging_during_the_trials_is_not_blamed_on_the_candidate(
+def test_a_reference_hanging_after_the_candidate_loaded_is_not_excused(
     benchmarker: Benchmarker, fast_config: EvalConfig
 ) -> None:
+    """Once the candidate is loaded it may have changed what the reference calls, so a hang far
+    beyond the reference's pre-load call time is the candidate's timeout (review D4); a hang
+    within a few of its calls stays the reference's (test_verdict_hardening.py)."""
     fast_config.run_timeout_s = 3.0
     later = reference_with("while self.calls > 2: time.sleep(0.05)")  # hangs in trial 2
     result = benchmarker.evaluate(later, candidate("honest"), fast_config)
-    assert result.stage == "reference", result.summary() + result.log[-2000:]
-    assert "the reference was running when the correctness deadline passed" in result.error
+    assert result.stage == "timeout", result.summary() + result.log[-2000:]
+    assert "the reference hung after the candidate was loaded" in result.error
     assert result.trials_passed == 1
     assert result.error_location is None  # never a line of the reference as the candidate's
 

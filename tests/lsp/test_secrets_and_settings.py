@@ -158,7 +158,7 @@ async def test_tolerances_reach_optimize_and_verify_and_bad_ones_are_refused(
         for name, value in (("atol", "-1"), ("rtol", "'loose'")):
             await session.wait_for(
                 lambda name=name, value=value: any(
-                    f"stark.{name} must be a positive number" in m.message
+                    f"stark.{name} must be a finite number >= 0" in m.message
                     and m.message.endswith(f"not {value}")
                     for m in session.client.messages
                 ),
@@ -190,3 +190,17 @@ async def test_tolerances_reach_optimize_and_verify_and_bad_ones_are_refused(
         # the verification's reproduction script uses the same tolerances
         script = next((workspace / "stark_runs" / ".lsp" / verify["jobId"]).glob("verify_*.py"))
         assert "'--atol', '0.001', '--rtol', '0.02'" in script.read_text()
+
+
+def test_a_zero_tolerance_is_a_valid_setting_but_not_both() -> None:
+    """Old code refused stark.atol = 0 (a pure-relative allclose the engine accepts)."""
+    from stark_lsp.config import Settings, merge
+
+    settings, problems = merge(Settings(), {"atol": 0, "rtol": 1e-3})
+    assert problems == [] and (settings.atol, settings.rtol) == (0.0, 1e-3)
+    settings, problems = merge(settings, {"rtol": 0})
+    assert problems == ["stark.atol and stark.rtol cannot both be 0"]
+    assert (settings.atol, settings.rtol) == (0.0, 1e-3)  # the previous values stay
+    for bad in (-1e-9, float("nan"), float("inf")):
+        _, problems = merge(Settings(), {"rtol": bad})
+        assert problems and "stark.rtol must be a finite number >= 0" in problems[0]

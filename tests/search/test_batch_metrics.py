@@ -12,6 +12,7 @@ from engine.batch.metrics import (
     batch_exit_code,
     expand_paths,
     fast_p,
+    fast_p_point,
     sample_tasks,
     summarize,
     unique_task_ids,
@@ -32,12 +33,15 @@ OUTCOMES = [
 ]
 
 
-def test_fast_p_counts_correct_and_strictly_faster_over_all_tasks() -> None:
+def test_fast_p_point_counts_correct_and_strictly_faster_over_all_tasks() -> None:
+    assert fast_p_point(OUTCOMES, 0.0) == pytest.approx(4 / 5)
+    assert fast_p_point(OUTCOMES, 1.0) == pytest.approx(3 / 5)
+    assert fast_p_point(OUTCOMES, 1.5) == pytest.approx(1 / 5)
+    assert fast_p_point(OUTCOMES, 2.0) == pytest.approx(1 / 5)
+    assert fast_p_point([], 1.0) == 0.0
+    # the headline needs a re-measured win beyond the IQRs for p >= 1 (none measured here)
     assert fast_p(OUTCOMES, 0.0) == pytest.approx(4 / 5)
-    assert fast_p(OUTCOMES, 1.0) == pytest.approx(3 / 5)
-    assert fast_p(OUTCOMES, 1.5) == pytest.approx(1 / 5)
-    assert fast_p(OUTCOMES, 2.0) == pytest.approx(1 / 5)
-    assert fast_p([], 1.0) == 0.0
+    assert fast_p(OUTCOMES, 1.0) == 0.0
 
 
 def test_summary_means() -> None:
@@ -47,8 +51,10 @@ def test_summary_means() -> None:
     assert metrics["correctness_rate"] == metrics["fast_0"] == pytest.approx(0.8)
     assert metrics["mean_speedup"] == pytest.approx(sum(correct) / 4)
     assert metrics["geomean_speedup"] == pytest.approx(math.prod(correct) ** (1 / 4))
-    assert metrics["geomean_speedup_all"] == pytest.approx(math.prod([*correct, 1.0]) ** (1 / 5))
-    assert metrics["fast_1.5"] == pytest.approx(0.2)
+    # the 0.8x kernel and the failed task both count as 1.0: the user keeps the reference
+    kept = [1.0, 1.2, 2.5, 1.5, 1.0]
+    assert metrics["geomean_speedup_all"] == pytest.approx(math.prod(kept) ** (1 / 5))
+    assert metrics["fast_1.5_point"] == pytest.approx(0.2)
     assert metrics["llm_calls"] == 15
 
 
@@ -131,7 +137,8 @@ def test_metrics_use_the_re_measured_figures_and_count_wins_beyond_iqr() -> None
         remeasured=Remeasured(vs_eager=fresh(1.02, 1.0), vs_compile=fresh(0.9, 0.1)),
     )  # fmt: skip
     metrics = summarize([clear, noise, outcome("c", False, None)])
-    assert metrics["fast_1"] == pytest.approx(2 / 3)  # KernelBench's count, re-measured
+    assert metrics["fast_1_point"] == pytest.approx(2 / 3)  # KernelBench's count, re-measured
+    assert metrics["fast_1"] == pytest.approx(1 / 3)  # the 1.02x inside the noise is no win
     assert metrics["wins_beyond_iqr"] == 1 and metrics["fast_1_beyond_iqr"] == pytest.approx(1 / 3)
     assert metrics["geomean_speedup"] == pytest.approx((1.5 * 1.02) ** 0.5)
     assert metrics["search_geomean_speedup"] == pytest.approx((1.7 * 1.3) ** 0.5)
@@ -139,3 +146,25 @@ def test_metrics_use_the_re_measured_figures_and_count_wins_beyond_iqr() -> None
     assert metrics["geomean_speedup_vs_compile"] == pytest.approx((1.1 * 0.9) ** 0.5)
     assert metrics["fast_1_vs_compile"] == pytest.approx(1 / 3)
     assert metrics["wins_beyond_iqr_vs_compile"] == 1
+
+
+def test_wins_inside_the_noise_do_not_count_for_fast_1_or_fast_1_vs_compile() -> None:
+    """Old code counted a 1.05x within the IQRs as a fast_1 win, vs eager and vs compile."""
+    from engine.artifacts.remeasured import Comparison, Remeasured, Timing
+
+    inside = Comparison(1.05, Timing(10.0, 2.0), Timing(10.0 / 1.05, 2.0), False, True)
+    clear = Comparison(2.0, Timing(10.0, 0.1), Timing(5.0, 0.1), True, False)
+    noisy_win = TaskOutcome(
+        "a", "a.py", None, True, 1.05,
+        remeasured=Remeasured(vs_eager=inside, vs_compile=inside),
+    )  # fmt: skip
+    real_win = TaskOutcome(
+        "b", "b.py", None, True, 2.0, remeasured=Remeasured(vs_eager=clear, vs_compile=clear)
+    )
+    metrics = summarize([noisy_win, real_win])
+    assert metrics["fast_1"] == pytest.approx(1 / 2)
+    assert metrics["fast_1_point"] == pytest.approx(2 / 2)
+    assert metrics["fast_1.5"] == pytest.approx(1 / 2)
+    assert metrics["fast_1_vs_compile"] == pytest.approx(1 / 2)
+    assert metrics["fast_1_vs_compile_point"] == pytest.approx(2 / 2)
+    assert metrics["fast_0"] == pytest.approx(1.0)

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from engine.bench.result import EvalResult, TimingStats
-from engine.search.tree import StarkNode, StarkTree, relative_iqr
+from engine.search.tree import StarkNode, StarkTree, noise_discounted_score, relative_iqr
 
 
 def timed(speedup: float, iqr_fraction: float = 0.01, noisy: bool = False) -> EvalResult:
@@ -99,3 +99,33 @@ def test_a_code_re_emitted_too_often_is_no_longer_debugged() -> None:
     assert tree.reemits() == {0: 2}
     assert tree.given_up() == {0, 1, 2}
     assert tree.pool() == [] and tree.select_node() is None
+
+
+def test_a_noisy_first_node_does_not_stick_and_order_does_not_matter() -> None:
+    """A noisy 1.30x (60% IQR a side) measured first used to be crowned with no margin and
+    kept against a clean 1.25x measured later; the other order gave the clean one."""
+    bests = []
+    for order in (("noisy", "clean"), ("clean", "noisy")):
+        tree = StarkTree()
+        add(tree, None, timed(1.0), baseline=True)
+        ids = {}
+        for kind in order:
+            result = timed(1.30, 0.6, noisy=True) if kind == "noisy" else timed(1.25)
+            ids[kind] = add(tree, 0, result).node_id
+        bests.append(tree.best().node_id == ids["clean"])
+        tree.recompute_best()
+        bests.append(tree.best().node_id == ids["clean"])
+    assert bests == [True, True, True, True]
+
+
+def test_noise_discounted_score_ties_go_to_the_older_node() -> None:
+    tree = StarkTree()
+    add(tree, None, timed(1.2))
+    add(tree, 0, timed(1.2))
+    assert tree.best().node_id == 0
+    tree.recompute_best()
+    assert tree.best().node_id == 0
+    noisy = timed(2.0, iqr_fraction=0.1, noisy=True)
+    assert noise_discounted_score(noisy) == pytest.approx(2.0 / 1.2)
+    assert noise_discounted_score(timed(2.0, iqr_fraction=0.1)) == pytest.approx(2.0)
+    assert noise_discounted_score(failed()) == 0.0

@@ -136,7 +136,7 @@ def test_batch_and_debug_bad_input(
 
 @pytest.mark.parametrize("command", ["optimize", "batch"])
 @pytest.mark.parametrize(
-    ("flag", "value"), [("--atol", "0"), ("--atol", "-1"), ("--rtol", "inf"), ("--rtol", "x")]
+    ("flag", "value"), [("--atol", "nan"), ("--atol", "-1"), ("--rtol", "inf"), ("--rtol", "x")]
 )
 def test_bad_tolerances_are_one_line_usage_errors(
     tmp_path: Path,
@@ -153,6 +153,32 @@ def test_bad_tolerances_are_one_line_usage_errors(
     assert exit_.value.code == 2
     assert len(err.splitlines()) == 1 and f"argument {flag}: " in err, err
     assert "number" in err
+
+
+def test_a_zero_tolerance_alone_is_accepted_but_not_both(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], clean_agent_env: None
+) -> None:
+    """Old code refused `--atol 0` (a legitimate pure-relative allclose)."""
+    from engine.cli import build_parser
+    from engine.cli.bench import config_from_args
+    from engine.cli.common import search_config_from_args, validate_args
+
+    for command in ("optimize", "batch"):
+        args = build_parser().parse_args([command, "r.py", "--atol", "0"])
+        validate_args(args)
+        assert search_config_from_args(args).eval_config.atol == 0.0
+        args = build_parser().parse_args([command, "r.py", "--rtol", "0", "--atol", "1e-3"])
+        validate_args(args)
+        assert search_config_from_args(args).eval_config.rtol == 0.0
+    bench_args = build_parser().parse_args(["bench", "r.py", "k.py", "--rtol", "0"])
+    assert config_from_args(bench_args).rtol == 0.0
+    ref = write(tmp_path, "ok.py", TINY_REFERENCE)
+    for argv in (
+        ["optimize", str(ref), "--agent", "offline", "--atol", "0", "--rtol", "0"],
+        ["bench", str(ref), str(ref), "--atol", "0", "--rtol", "0.0"],
+    ):
+        code, err = run_cli(argv, capsys)
+        assert code == 2 and "--atol and --rtol cannot both be 0" in err, err
 
 
 def test_tolerances_flow_into_the_eval_config_and_the_summary(tmp_path: Path) -> None:

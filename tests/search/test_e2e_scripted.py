@@ -161,8 +161,13 @@ def test_full_loop_against_scripted_endpoint(
     # --- the summary ---
     assert summary["nodes"] == 4 and summary["correct_nodes"] == 2
     assert summary["llm_calls"] == 6 and summary["failed_llm_calls"] == 1
-    assert summary["best_node"] in (0, 2) and summary["best_speedup"] > 0
-    assert Path(summary["best_kernel"]).read_text() in (SEED, FIXED)
+    # SEED and FIXED compute the reference's values bit for bit; on a tiny input their speedup
+    # is often within noise of 1.0, and then the behavioural rule labels them baseline.
+    if summary["best_node"] is None:
+        assert summary["baseline_nodes"] == 2 and summary["best_kernel"] is None
+    else:
+        assert summary["best_node"] in (0, 2) and summary["best_speedup"] > 0
+        assert Path(summary["best_kernel"]).read_text() in (SEED, FIXED)
 
     # --- artefacts ---
     assert (task_dir / "ref_tiny_relu.py").read_text() == tiny_reference.read_text()
@@ -202,7 +207,8 @@ def test_full_loop_against_scripted_endpoint(
         (1, "explore", "debug"),
         (2, "explore", "optimize"),
     ]
-    assert [e.node_id for e in events if e.kind == "best_improved"][0] == 0
+    improved = [e.node_id for e in events if e.kind == "best_improved"]
+    assert improved[-1:] == ([] if summary["best_node"] is None else [summary["best_node"]])
     last_round = [e for e in events if e.kind == "round_finished"][-1]
     assert len(last_round.tree) == 4 and last_round.buggy == 2
     bench2 = [e for e in events if e.kind == "node_benchmarked"][2]

@@ -207,7 +207,7 @@ def test_offline_agent_calls_are_not_llm_calls(tmp_path: Path) -> None:
     )
     summary = search.run()
     assert summary.llm_calls == 0 and summary.agent_calls == 3  # seed, plan, code
-    assert summary.prompt_tokens == 0 and summary.completion_tokens == 0  # none invented
+    assert summary.prompt_tokens is None and summary.completion_tokens is None  # none invented
     assert summary.agent_fallback == "no model endpoint configured"
     with (tmp_path / "task" / "usage.csv").open() as fh:
         rows = list(csv.DictReader(fh))
