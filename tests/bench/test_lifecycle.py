@@ -326,7 +326,8 @@ def test_a_reference_hanging_after_the_candidate_loaded_is_not_excused(
     beyond the reference's pre-load call time is the candidate's timeout (review D4); a hang
     within a few of its calls stays the reference's (test_verdict_hardening.py)."""
     fast_config.run_timeout_s = 3.0
-    later = reference_with("while self.calls > 2: time.sleep(0.05)")  # hangs in trial 2
+    # Two calls measure it before the load, the third is trial 1's: it hangs in trial 2.
+    later = reference_with("while self.calls > 3: time.sleep(0.05)")
     result = benchmarker.evaluate(later, candidate("honest"), fast_config)
     assert result.stage == "timeout", result.summary() + result.log[-2000:]
     assert "the reference hung after the candidate was loaded" in result.error
