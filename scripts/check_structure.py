@@ -31,7 +31,7 @@ DEFAULT_MAX_LINES = 400
 LONG_REASON_MARK = "structure: long because"
 # The command line: subcommand modules may not import each other; they share code through the
 # CLI's common modules, and only the dispatcher imports every subcommand.
-CLI_MODULE_PREFIXES = ("engine.cli", "engine.optimize_cli", "engine.batch_cli", "engine.debug_cli")
+CLI_MODULE_PREFIXES = ("engine.cli",)
 # (`engine.cli` itself re-exports the dispatcher's `main`, the entry point scripts import)
 CLI_DISPATCHERS = frozenset({"engine.cli", "engine.cli.main", "engine.cli.__main__"})
 CLI_SHARED = frozenset({"engine.cli.common", "engine.cli.progress"})
