@@ -48,6 +48,19 @@ def tiny_reference(tmp_path: Path) -> Path:
     return path
 
 
+# The same chain at 1024²: big enough that a fused kernel beats eager beyond the timing noise,
+# for tests that need a real best kernel from the offline agent. At 64² a torch.compile kernel
+# can be bit-identical and within noise of eager, which makes it a `baseline` node.
+WINNABLE_REFERENCE = TINY_REFERENCE.replace("torch.randn(64, 64)", "torch.randn(1024, 1024)")
+
+
+@pytest.fixture
+def winnable_reference(tmp_path: Path) -> Path:
+    path = tmp_path / "relu_1024.py"
+    path.write_text(WINNABLE_REFERENCE)
+    return path
+
+
 @pytest.fixture
 def clean_agent_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No endpoint configuration leaks in from the developer's environment."""

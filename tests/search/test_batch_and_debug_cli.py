@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from engine.cli import main
-from tests.search.conftest import QUICK, TINY_REFERENCE
+from tests.search.conftest import QUICK, TINY_REFERENCE, WINNABLE_REFERENCE
 from tests.search.test_e2e_scripted import BUGGY, FIXED, fenced
 
 API_KEY = "sk-stark-debug-SECRET-0123456789abcdef"
@@ -21,8 +21,8 @@ def test_batch_runs_each_task_and_summarises(
 ) -> None:
     refs = tmp_path / "refs"
     refs.mkdir()
-    (refs / "a_relu.py").write_text(TINY_REFERENCE)
-    (refs / "b_tanh.py").write_text(TINY_REFERENCE.replace("torch.relu", "torch.tanh"))
+    (refs / "a_relu.py").write_text(WINNABLE_REFERENCE)
+    (refs / "b_tanh.py").write_text(WINNABLE_REFERENCE.replace("torch.relu", "torch.tanh"))
     (refs / "c_broken.py").write_text("x = 1\n")
     code = main(
         [

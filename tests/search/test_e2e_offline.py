@@ -72,10 +72,12 @@ def shape(root: Path) -> list[tuple[Any, ...]]:
 
 
 @pytest.mark.slow
-def test_offline_agent_end_to_end_and_deterministic(tmp_path: Path, tiny_reference: Path) -> None:
+def test_offline_agent_end_to_end_and_deterministic(
+    tmp_path: Path, winnable_reference: Path
+) -> None:
     with Benchmarker() as real:
         recorder = RecordingBenchmarker(real)
-        summary = run_search(tmp_path / "first", tiny_reference, recorder)
+        summary = run_search(tmp_path / "first", winnable_reference, recorder)
     first = tmp_path / "first"
     assert summary.nodes == ROUNDS and summary.rounds_run == ROUNDS
     assert summary.correct and summary.best_speedup > 0
@@ -96,6 +98,8 @@ def test_offline_agent_end_to_end_and_deterministic(tmp_path: Path, tiny_referen
     assert state["tree"]["nodes"][0]["metrics"]["profile"], "the seed was profiled"
     assert plans and "self time (ms)" in plans[0].read_text()
 
-    summary2 = run_search(tmp_path / "second", tiny_reference, ReplayBenchmarker(recorder.verdicts))
+    summary2 = run_search(
+        tmp_path / "second", winnable_reference, ReplayBenchmarker(recorder.verdicts)
+    )
     assert shape(tmp_path / "second") == shape(first)
     assert summary2.best_node == summary.best_node
