@@ -121,7 +121,9 @@ async def test_watch_reruns_on_disk_change_debounced_newer_cancels_older(workspa
         assert len(watch_jobs()) == 2
 
         # a glob-matched reference re-runs too
-        (workspace / "sub" / "ref_glob.py").write_text(TINY_REFERENCE.replace("N = 1024", "N = 128"))
+        (workspace / "sub" / "ref_glob.py").write_text(
+            TINY_REFERENCE.replace("N = 1024", "N = 128")
+        )
         await session.wait_for(lambda: len(watch_jobs()) == 3, 30, "a glob-triggered run")
         glob_job = watch_jobs()[2]
         assert session.updates_for(glob_job)[0]["referenceUri"].endswith("sub/ref_glob.py")
