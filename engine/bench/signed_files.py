@@ -51,12 +51,6 @@ def result_mac(nonce: str, result: dict[str, object]) -> str:
     return hmac.new(nonce.encode(), body, hashlib.sha256).hexdigest()
 
 
-def read_phase(eval_dir: Path) -> str:
-    """The phase word ("compile", "run", ...); signed phases carry a token after it."""
-    words = read_phase_words(eval_dir)
-    return words[0] if words else "start"
-
-
 def read_phase_words(eval_dir: Path) -> list[str]:
     try:
         return (eval_dir / "phase").read_text().split()
