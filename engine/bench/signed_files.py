@@ -65,10 +65,15 @@ def run_phase_token(nonce: str, phase: str = "run", extras: Mapping[str, str] | 
     return result_mac(nonce, {"phase": phase, **(extras or {})})
 
 
+def format_phase_line(phase: str, token: str, extras: Mapping[str, str] | None = None) -> str:
+    """The phase file's content: the phase word, its token, then key=value extras."""
+    tail = "".join(f" {key}={value}" for key, value in (extras or {}).items())
+    return f"{phase} {token}{tail}"
+
+
 def phase_line(nonce: str, phase: str, extras: Mapping[str, str] | None = None) -> str:
     """The phase file's content for a signed phase."""
-    tail = "".join(f" {key}={value}" for key, value in (extras or {}).items())
-    return f"{phase} {run_phase_token(nonce, phase, extras)}{tail}"
+    return format_phase_line(phase, run_phase_token(nonce, phase, extras), extras)
 
 
 def authentic_phase_info(words: list[str], nonce: str) -> tuple[str, dict[str, str]] | None:

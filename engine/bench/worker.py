@@ -54,7 +54,7 @@ from engine.bench.output_checks import CheckFailure, TrialStats, compare_outputs
 from engine.bench.process_tree import kill_descendants
 from engine.bench.result import EvalResult
 from engine.bench.sandbox import STACK_DUMP_SIGNAL
-from engine.bench.signed_files import CHECKPOINT_FILE, result_mac
+from engine.bench.signed_files import CHECKPOINT_FILE, format_phase_line, result_mac
 from engine.bench.worker_setup import apply_limits, resolve_device, steady_allocator
 
 SPOT_CHECK_ELEMENTS = 4096  # per output, per timing round
@@ -132,8 +132,8 @@ class Evaluation:
         if self.reference_call_s is not None:
             extras["call_s"] = f"{self.reference_call_s:.6f}"
         token = sign({"phase": name, **extras})
-        tail = "".join(f" {key}={value}" for key, value in extras.items())
-        atomic_write_text(self.eval_dir / "phase", f"{name} {token}{tail}", **SCRATCH_FILE)
+        line = format_phase_line(name, token, extras)
+        atomic_write_text(self.eval_dir / "phase", line, **SCRATCH_FILE)
 
     def checkpoint(self, name: str, sign: Signer, seal: Seal = ()) -> None:
         """A signed copy of the verdict so far: if a later deadline kills the worker, the
