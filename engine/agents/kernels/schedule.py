@@ -7,9 +7,11 @@ the plan step can propose, which is what the tree search explores: two schedules
 same code are two different nodes.
 
 cpp (ATen's OpenMP thread pool via at::parallel_for, `#pragma omp simd` inner loops):
-    vector      simdlen of the inner loops (1: no simd pragma)
+    vector      how the inner loops vectorise: "aten" (at::vec::Vectorized, with SLEEF's
+                vector exp/tanh/erf), "simd" (scalar code under `#pragma omp simd`) or
+                "scalar" (neither): the debug step's "smaller vector width" steps down this list
     grain       at::parallel_for grain size: elements (pointwise/epilogue) or rows (reduction)
-    unroll      inner-loop unroll factor (`#pragma GCC unroll`)
+    unroll      vectors (or, for "simd"/"scalar", elements) per inner-loop iteration
     accumulate  reductions: "float", "double" or "kahan" (compensated) accumulation
     loop_order  reductions over a non-innermost dim: "inner" (vectorise across the kept
                 inner elements) or "reduced" (one output element at a time)
@@ -28,14 +30,20 @@ from __future__ import annotations
 from typing import Any
 
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "cpp": {"vector": 8, "grain": 32768, "unroll": 1, "accumulate": "float", "loop_order": "inner"},
+    "cpp": {
+        "vector": "aten",
+        "grain": 32768,
+        "unroll": 1,
+        "accumulate": "float",
+        "loop_order": "inner",
+    },
     "triton": {"block": 1024, "num_warps": 4, "rows": 1},
     "cuda": {"threads": 256, "vector": 1, "rows": 1},
 }
 
 CHOICES: dict[str, dict[str, tuple[Any, ...]]] = {
     "cpp": {
-        "vector": (1, 4, 8, 16),
+        "vector": ("aten", "simd", "scalar"),
         "grain": (2048, 8192, 32768, 131072, 524288),
         "unroll": (1, 2, 4),
         "accumulate": ("float", "double", "kahan"),
