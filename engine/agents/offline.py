@@ -20,6 +20,14 @@ Policy, in short:
   never passes the reference off as a fix.
 - REPAIR: re-emit a well-formed reply.
 
+Kernel writing (`engine.agents.offline_kernels`, on by default): when the reference can be
+captured as a graph (`engine.agents.kernels.analysis`), PLAN/CODE/DEBUG work on a
+`KernelState` instead: which fusion groups are generated as C++ (CPU) or Triton/CUDA (GPU)
+kernels and with which schedules; torch.compile stays one move among them. A reference that
+cannot be captured keeps the wrapper transformations above, and every plan says why.
+`STARK_OFFLINE_KERNELS=0` (or `OfflineAgent(kernels=False)`) turns kernel writing off, for
+quick demos and for tests of the wrapper policy.
+
 Replies are `kind="agent"`, with no token counts and zero cost: nothing was spent.
 
 Every random choice comes from an RNG keyed by (seed, round, role, parent), never from
@@ -30,10 +38,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import re
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from engine.agents.base import (
     AgentError,
@@ -51,6 +61,7 @@ from engine.agents.failures import (
     records_from_meta,
 )
 from engine.agents.kernel_fixes import fix_foreign_kernel
+from engine.agents.kernels.ir import CaptureFailure
 from engine.agents.offline_plan import Candidate, choose_move
 from engine.agents.render import render_module
 from engine.agents.transforms import (
@@ -66,6 +77,7 @@ from engine.agents.transforms import (
 )
 
 MODEL_NAME = "stark-offline"
+KERNELS_ENV = "STARK_OFFLINE_KERNELS"
 
 
 @dataclass(slots=True)
@@ -82,8 +94,21 @@ class OfflineAgent:
     name = "offline"
     reply_kind: ReplyKind = "agent"
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, kernels: bool | None = None) -> None:
         self.seed = int(seed)
+        if kernels is None:
+            kernels = os.environ.get(KERNELS_ENV, "1").strip().lower() not in ("0", "false", "no")
+        self.kernels = kernels
+
+    def kernel_analysis(self, request: AgentRequest, device: str) -> Any:
+        """The reference's `KernelAnalysis` (graph and fusion groups), or the
+        `CaptureFailure` saying why the agent writes no kernels. Imported here: the kernel
+        writer's code generators are only loaded when kernel writing is on."""
+        if not self.kernels:
+            return CaptureFailure(f"kernel writing is off ({KERNELS_ENV}=0)")
+        from engine.agents.kernels.analysis import analyse_kernels
+
+        return analyse_kernels(request.reference_src, device)
 
     def model_for(self, role: Role) -> str:
         return MODEL_NAME
@@ -127,6 +152,13 @@ class OfflineAgent:
         return _code_reply("Seed kernel: the reference as is, so the search starts at ~1x.", code)
 
     def _plan(self, request: AgentRequest, features: ReferenceFeatures, device: str) -> _Answer:
+        analysis = self.kernel_analysis(request, device)
+        if not isinstance(analysis, CaptureFailure):
+            from engine.agents import offline_kernels
+
+            parent_key = (read_header(request.parent_code) or {}).get("kernel")
+            rng = self.rng_for(request, [json.dumps(parent_key, sort_keys=True)])
+            return _Answer(offline_kernels.plan_reply(request, analysis, rng))
         parent = self._parent_transforms(request, features, device)
         choice = self._choose(request, features, device, parent)
         plan = {
@@ -134,6 +166,7 @@ class OfflineAgent:
             "steps": _steps(choice, parent),
             "transformations": choice.transforms,
             "rationale": "; ".join(choice.reasons) or "untried combination",
+            "kernel_writer": f"not used: {analysis.reason}",
         }
         parent_code = request.parent_code or render_module(
             request.reference_src, parent, title="parent", meta={"transforms": parent}
@@ -145,6 +178,13 @@ class OfflineAgent:
         )
 
     def _code(self, request: AgentRequest, features: ReferenceFeatures, device: str) -> _Answer:
+        analysis = self.kernel_analysis(request, device)
+        if not isinstance(analysis, CaptureFailure):
+            from engine.agents import offline_kernels
+
+            reply = offline_kernels.code_reply(request, analysis)
+            if reply is not None:
+                return _Answer(reply)
         parent = self._parent_transforms(request, features, device)
         plan = request.plan or {}
         wanted = plan.get("transformations")
@@ -175,6 +215,13 @@ class OfflineAgent:
         if not code:  # the failed step produced no code at all: there is nothing to replace
             answer = self._seed(request, features, device)
             return _Answer(answer.text.replace("Seed kernel:", "No code to fix; a fresh seed:", 1))
+        analysis = self.kernel_analysis(request, device)
+        if not isinstance(analysis, CaptureFailure):
+            from engine.agents import offline_kernels
+
+            if offline_kernels.is_own_kernel(code, request.reference_src, analysis):
+                reply, reason = offline_kernels.debug_reply(request, analysis)
+                return _Answer(reply) if reply is not None else _refusal(reason)
         own = own_transforms(code, request.reference_src)
         if own is None:
             outcome = fix_foreign_kernel(code, log)

@@ -56,6 +56,9 @@ class TaskSummary:
     agent_fallback: str | None = None  # why --agent auto chose the offline agent
     atol: float | None = None  # correctness tolerances asked for; None: by dtype
     rtol: float | None = None
+    # Which generated kernel code the best kernel contains ("cpp", "cuda", "triton"; see
+    # engine.artifacts.generated_code): [] when it only wraps torch (e.g. torch.compile).
+    best_generated: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

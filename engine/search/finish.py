@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.artifacts.generated_code import generated_languages
 from engine.artifacts.plotting import plot_score_curve
 from engine.artifacts.remeasured import Remeasured
 from engine.artifacts.summary import TaskSummary
@@ -98,6 +99,7 @@ def build_summary(
         best_node=best.node_id if best else None,
         best_round=best.created_round if best else None,
         best_kernel=str(task.best_kernel_path) if best else None,
+        best_generated=generated_languages(best.code) if best else [],
         correct=best is not None,
         nodes=len(nodes),
         correct_nodes=sum(1 for n in nodes if n.runnable),
