@@ -29,6 +29,7 @@ from engine.agents.kernels.state import FailedSchedule, KernelState
 
 _GROUP_NAME = re.compile(r"\b(g\d+)_[A-Za-z0-9_]*")
 _COMPILER_LINE = re.compile(r"main\.(?:cpp|cu):(\d+)(?::\d+)?:\s*(?:fatal )?error", re.I)
+_BUILD_FAILED = re.compile(r"Error building extension|ninja: build stopped", re.I)
 _VECTOR_CODE = re.compile(r"Vectorized|at::vec|Sleef|vec::", re.I)
 _SECTION = re.compile(r"// --- group (g\d+)\b")
 _SECTION_END = re.compile(r"// --- end (g\d+)\b")
@@ -50,7 +51,7 @@ def debug_kernel(
     log: str,
     last_move: dict[str, Any] | None,
 ) -> KernelFix:
-    failure = classify(log)
+    failure = failure_class(log)
     if not state.fused:
         return KernelFix(
             None,
@@ -95,6 +96,14 @@ def debug_kernel(
         f"{group} ({analysis.group(group).summary}) failed ({why}); it goes back to torch ops",
         failure,
     )
+
+
+def failure_class(log: str) -> str:
+    """`classify`, except that a compiler's `file:line: error:` is always a compile failure
+    (a C++ error message may mention dtypes or strides without being about them)."""
+    if _COMPILER_LINE.search(log) or _BUILD_FAILED.search(log):
+        return "compile"
+    return classify(log)
 
 
 def culprit(state: KernelState, code: str, log: str, last_move: dict[str, Any] | None) -> str:
