@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from engine.agents.base import AgentError, AgentRequest, HistoryItem, Role
-from engine.agents.offline import OfflineAgent, diagnose
+from engine.agents.offline import OfflineAgent
 from engine.agents.render import render_module
 from engine.agents.transforms import (
     ANCHOR_BEGIN,
@@ -26,6 +26,7 @@ from engine.agents.transforms import (
     header_transforms,
     normalise,
 )
+from engine.agents.wrapper_diagnosis import diagnose
 
 ELEMENTWISE = """
 import torch

@@ -99,6 +99,8 @@ def neighbours(backend: str, group_kind: str, schedule: dict[str, Any]) -> list[
     for key, allowed in CHOICES[backend].items():
         if group_kind != "reduction" and key in ("accumulate", "loop_order", "rows"):
             continue
+        if backend == "cuda" and group_kind == "reduction" and key == "vector":
+            continue  # CUDA row reductions load one float at a time: the key changes nothing
         values = list(allowed)
         if backend == "cpp" and key == "grain" and group_kind == "reduction":
             values = [1, 4, 16, 64, 256]
