@@ -237,7 +237,7 @@ def side(comparison: dict[str, Any] | None) -> str:
 
 def markdown(rows: list[Row], rounds: int) -> str:
     lines = [
-        f"| problem (scaled) | correct | generated | vs eager | vs torch.compile | best plan |",
+        "| problem (scaled) | correct | generated | vs eager | vs torch.compile | best plan |",
         "|---|---|---|---|---|---|",
     ]
     for row in rows:

@@ -4,7 +4,8 @@
 #   scripts/setup.sh --editor   also Neovim and the VS Code extension's node packages
 #   scripts/setup.sh --tests    what `make test` needs: --editor, plus Triton on a machine
 #                               without a GPU (its interpreter runs the Triton candidate's
-#                               correctness test on CPU; a CUDA torch brings its own Triton)
+#                               correctness test on CPU; a CUDA torch brings its own Triton),
+#                               plus Ray (the `ray` extra: `stark batch --ray` tests, CPU-only)
 #   scripts/setup.sh --print-torch-spec    print the torch requirement this machine gets, and exit
 #   scripts/setup.sh --print-triton-spec   print the extra Triton requirement of --tests (may be
 #                                          empty), and exit
@@ -116,6 +117,10 @@ if [ "$WITH_TESTS" = 1 ]; then
   if [ -n "$spec" ] && ! "$VENV/bin/python" -c 'import triton' >/dev/null 2>&1; then
     log "installing $spec (for the Triton interpreter tests)"
     "${PIP[@]}" install "$spec" || log "could not install $spec; the Triton interpreter tests will be skipped"
+  fi
+  if ! "$VENV/bin/python" -c 'import ray' >/dev/null 2>&1; then
+    log "installing the ray extra (for the stark batch --ray tests)"
+    "${PIP[@]}" install -e ".[ray]" || log "could not install ray; the Ray tests will be skipped"
   fi
 fi
 

@@ -58,6 +58,9 @@ class Settings:
     rtol: float | None = None
     device: str = "auto"
     seed: int = 0
+    # Expansions in flight within one optimization job (`stark optimize --parallel`); the
+    # timings of every job on one device take turns either way (the device lease).
+    parallel: int = 1
     max_concurrent_jobs: int = 2
     auto_run: bool = False
     watch_globs: tuple[str, ...] = ()
@@ -227,6 +230,7 @@ _KEYS: dict[str, tuple[str, Any]] = {
     "rtol": ("rtol", _as_tolerance("rtol")),
     "device": ("device", _as_choice("device", DEVICES)),
     "seed": ("seed", _as_int("seed", 0, 2**31 - 1)),
+    "parallel": ("parallel", _as_int("parallel", 1, 64)),
     "maxConcurrentJobs": ("max_concurrent_jobs", _as_int("maxConcurrentJobs", 1, 64)),
     "autoRun": ("auto_run", _as_bool("autoRun")),
     "trust": ("trust", _as_bool("trust")),

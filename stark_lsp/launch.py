@@ -222,6 +222,8 @@ async def start_optimize(
     )
     if settings.epsilon is not None:
         argv += ["--epsilon", str(settings.epsilon)]
+    if settings.parallel != 1:
+        argv += ["--parallel", str(settings.parallel)]
     argv += config.tolerance_args(settings)
     argv += list(settings.optimize_args)
     return await _submit(

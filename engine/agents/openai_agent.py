@@ -8,17 +8,21 @@ formats the API key; error text that comes back from an endpoint is scrubbed of 
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import openai
 
 from engine.agents.base import AgentError, AgentReply, AgentRequest, ReplyKind, Role, repaired_role
 from engine.agents.settings import AgentSettings, RoleSettings, redact_url
+
+if TYPE_CHECKING:
+    from engine.agents.rate_limit import CallLimiter
 
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
 NO_KEY_PLACEHOLDER = "no-key"  # local servers ignore the key, but the client wants one
@@ -69,8 +73,11 @@ class OpenAIAgent:
         *,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        limiter: CallLimiter | None = None,
     ) -> None:
         self.settings = settings
+        # Shared with the run's other workers: each request waits for a slot (rate_limit.py).
+        self.limiter = limiter
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._clients: dict[str, openai.OpenAI] = {}
@@ -181,11 +188,13 @@ class OpenAIAgent:
         attempts = 1 + self.settings.max_retries
         last = "no attempt made"
         for attempt in range(attempts):
-            started = time.perf_counter()
+            slot = self.limiter.slot() if self.limiter else contextlib.nullcontext()
             try:
-                completion = self._attempt(
-                    client, role, messages, max_tokens=max_tokens, stream=self.settings.stream
-                )
+                with slot:
+                    started = time.perf_counter()
+                    completion = self._attempt(
+                        client, role, messages, max_tokens=max_tokens, stream=self.settings.stream
+                    )
                 return completion, time.perf_counter() - started
             except _Fatal as exc:
                 raise AgentError(self._failure(role, label, exc.summary, attempt + 1)) from None

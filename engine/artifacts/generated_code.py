@@ -25,7 +25,7 @@ def generated_languages(code: str | None) -> list[str]:
         return []
     found: set[str] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and _name(node.func) in _BUILDERS:
+        if isinstance(node, ast.Call) and _name(node.func) in _BUILDERS and not _is_tl_load(node):
             keywords = {k.arg: k.value for k in node.keywords if k.arg}
             if _non_empty(keywords.get("cuda_sources")):
                 found.add("cuda")
@@ -37,6 +37,11 @@ def generated_languages(code: str | None) -> list[str]:
                 if _dotted(target) in ("triton.jit", "triton.autotune", "tl.jit"):
                     found.add("triton")
     return [language for language in LANGUAGES if language in found]
+
+
+def _is_tl_load(node: ast.Call) -> bool:
+    """`tl.load(ptr, ...)` in a Triton kernel reads memory; it builds nothing."""
+    return _dotted(node.func) in ("tl.load", "triton.language.load")
 
 
 def _name(node: ast.expr) -> str:

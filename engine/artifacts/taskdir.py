@@ -12,7 +12,9 @@
       best_kernel.py, summary.json, search.log
 
 Every text that reaches this directory passes through `Redactor` (`engine.artifacts.redact`),
-so a secret that an endpoint echoes in an error message never lands on disk.
+so a secret that an endpoint echoes in an error message never lands on disk. The writers may
+be called from several threads (a parallel search): llm_io numbers, usage.csv rows and
+search.log lines are taken and written under one lock, so none is shared or torn.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import io
 import json
 import os
 import re
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -89,6 +92,7 @@ class TaskDir:
         self.task_id = safe_name(task_id)
         self.redact = redactor or Redactor()
         self._llm_seq: int | None = None
+        self._lock = threading.Lock()  # llm_io numbering, usage.csv and search.log appends
 
     # --- layout ------------------------------------------------------------------------------
 
@@ -192,7 +196,9 @@ class TaskDir:
         self, round_: int, role: str, prompt: str, reply: str, reasoning: str = ""
     ) -> list[Path]:
         """Store one call's prompt and reply verbatim (secrets redacted)."""
-        stem = f"{self._next_llm_seq():05d}_r{round_:03d}_{safe_name(role)}"
+        with self._lock:
+            seq = self._next_llm_seq()
+        stem = f"{seq:05d}_r{round_:03d}_{safe_name(role)}"
         paths = [self.llm_io_dir / f"{stem}_prompt.md", self.llm_io_dir / f"{stem}_reply.md"]
         atomic_write_text(paths[0], self.redact(prompt))
         atomic_write_text(paths[1], self.redact(reply))
@@ -218,7 +224,7 @@ class TaskDir:
                 row.kind,
             ]
         )
-        with self.usage_csv.open("a", encoding="utf-8", newline="") as fh:
+        with self._lock, self.usage_csv.open("a", encoding="utf-8", newline="") as fh:
             fh.write(buffer.getvalue())
             fh.flush()
             os.fsync(fh.fileno())
@@ -231,8 +237,9 @@ class TaskDir:
 
     def log(self, message: str) -> None:
         stamp = datetime.now(UTC).isoformat(timespec="seconds")
-        with self.log_path.open("a", encoding="utf-8") as fh:
-            fh.write(f"{stamp} {self.redact(message)}\n")
+        line = f"{stamp} {self.redact(message)}\n"
+        with self._lock, self.log_path.open("a", encoding="utf-8") as fh:
+            fh.write(line)
 
     # --- state -------------------------------------------------------------------------------
 

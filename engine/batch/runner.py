@@ -1,134 +1,168 @@
-"""The batch loop: one search per reference into one run directory, the summary (with the
-KernelBench metrics) rewritten atomically after every task.
+"""The batch driver: turns the plan's tasks into jobs, hands them to a runner (this process,
+local worker processes, or Ray), and records each outcome as it arrives, rewriting
+summary.json (the per-task results in task order, and the KernelBench metrics) atomically
+after every task. Only the driver writes summary.json; workers write their task directories.
 
-A bad reference or a failed search is recorded as that task's outcome, never fatal to the
-batch. Each task's id is its file stem made safe (`metrics.unique_task_ids`), its directory
-`NNN_<id>` (NNN: its position in the batch).
+A reference that cannot be read is that task's outcome at once; a bad reference or a failed
+search is recorded by the worker; a dead worker by its runner. Nothing stops the batch.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from engine.agents.factory import AgentSetup
-from engine.artifacts.events import EventSink
-from engine.artifacts.redact import Redactor
-from engine.artifacts.taskdir import TaskDir, atomic_write_text, timestamp, unique_dir
-from engine.batch.metrics import TaskOutcome, outcome_from_summary, summarize, unique_task_ids
-from engine.search import SearchConfig, StarkSearch
-from engine.search.reference import (
-    ReferenceError_,
-    check_reference_source,
-    read_reference,
-    self_check,
-    self_check_config,
-)
+from engine.artifacts.events import Event, EventSink, TaskFinished
+from engine.artifacts.summary import TaskSummary
+from engine.artifacts.taskdir import atomic_write_text
+from engine.batch.agent_spec import AgentSpec
+from engine.batch.metrics import TaskOutcome, summarize
+from engine.batch.plan import SUMMARY_FILE, BatchPlan, BatchTask
+from engine.batch.task import TaskJob
+from engine.search.reference import ReferenceError_, read_reference
+
+Record = Callable[[TaskJob, TaskOutcome], None]
+
+
+class Runner(Protocol):
+    def run(self, jobs: list[TaskJob], record: Record) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    """Where the tasks run: this process (workers=1), N local workers, or a Ray cluster."""
+
+    workers: int = 1
+    ray_address: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"workers": None if self.ray_address else self.workers, "ray": self.ray_address}
 
 
 @dataclass(slots=True)
 class BatchResult:
-    """The tasks' outcomes, in order, and the summary written to summary.json."""
+    """The tasks' outcomes, in task order, and the summary written to summary.json."""
 
     outcomes: list[TaskOutcome]
     summary: dict[str, Any]
 
 
-@dataclass(slots=True)
-class BatchRun:
-    """One batch: where it writes, what it runs and with which agent and search."""
+class LockedSink:
+    """Events reach the sinks from the driver and from the relay thread: one at a time."""
 
-    run_dir: Path
-    paths: list[Path]
-    setup: AgentSetup
-    config: SearchConfig
-    device: str
-    timeout_s: float | None = None  # the reference self-check's limit per phase
-    seed: int = 0
+    def __init__(self, sink: EventSink) -> None:
+        self._sink = sink
+        self._lock = threading.Lock()
 
-    @classmethod
-    def create(cls, out: Path, paths: list[Path], **kwargs: Any) -> BatchRun:
-        """A batch in a new timestamped directory under `out`."""
-        run_dir = unique_dir(out.resolve() / f"batch-{timestamp()}")
-        run_dir.mkdir(parents=True)
-        return cls(run_dir, paths, **kwargs)
+    def __call__(self, event: Event) -> None:
+        with self._lock:
+            self._sink(event)
 
-    def header(self) -> dict[str, Any]:
-        """summary.json's keys before the tasks: what the batch was asked to do."""
-        return {
-            "run_dir": str(self.run_dir),
-            "agent": self.setup.kind,
-            "rounds": self.config.rounds,
-            "seed": self.seed,
-            "device": self.device,
-            "atol": self.config.eval_config.atol,
-            "rtol": self.config.eval_config.rtol,
-            "compile_baseline": self.config.compile_baseline,
-            "agent_fallback": self.setup.fallback,
-            "references": [str(p) for p in self.paths],
-        }
 
-    def write_summary(self, outcomes: list[TaskOutcome]) -> dict[str, Any]:
+class BatchDriver:
+    def __init__(
+        self,
+        plan: BatchPlan,
+        agent: AgentSpec,
+        execution: Execution,
+        events: EventSink | None = None,
+        on_outcome: Callable[[TaskOutcome], None] | None = None,
+    ) -> None:
+        self.plan = plan
+        self.agent = agent
+        self.execution = execution
+        self.sink = LockedSink(events or (lambda _event: None))
+        self.on_outcome = on_outcome
+        self.outcomes: dict[int, TaskOutcome] = {}
+
+    # --- the run --------------------------------------------------------------------------
+
+    def run(
+        self,
+        tasks: list[BatchTask] | None = None,
+        finished: dict[int, tuple[TaskOutcome, TaskSummary]] | None = None,
+    ) -> BatchResult:
+        """Run `tasks` (default: all) after taking the outcomes of `finished` ones as they
+        are (a resume): their saved summaries go to the event sinks as task_finished."""
+        for index, (outcome, summary) in sorted((finished or {}).items()):
+            self.outcomes[index] = outcome
+            self.sink(
+                TaskFinished(task_id=self.plan.tasks[index].task_id, summary=summary.to_dict())
+            )
+        self.write_summary()
+        jobs = []
+        for task in self.plan.tasks if tasks is None else tasks:
+            job = self._job(task)
+            if job is not None:
+                jobs.append(job)
+        if jobs:
+            self._runner().run(jobs, self._record)
+        return BatchResult(self.ordered(), self.write_summary())
+
+    def _job(self, task: BatchTask) -> TaskJob | None:
+        """The task's job, or None after recording why its reference cannot be read."""
+        try:
+            source = read_reference(Path(task.reference))
+        except ReferenceError_ as exc:
+            self._record_outcome(
+                task.index,
+                TaskOutcome(task.name, task.reference, None, False, None, error=str(exc)),
+            )
+            return None
+        return TaskJob(
+            task=task,
+            reference_src=source,
+            run_dir=str(self.plan.run_dir),
+            config=self.plan.config,
+            device=self.plan.device,
+            agent=self.agent,
+            timeout_s=self.plan.timeout_s,
+        )
+
+    def _runner(self) -> Runner:
+        cache_key = secrets.token_bytes(32)  # the workers' compile-cache peer key, in memory
+        if self.execution.ray_address:
+            from engine.batch.ray_runner import RayRunner
+
+            return RayRunner(self.execution.ray_address, self.sink, cache_key, self.plan.device)
+        if self.execution.workers > 1:
+            from engine.batch.local_workers import LocalWorkers
+            from engine.batch.placement import plan_slots
+
+            slots = plan_slots(self.execution.workers, self.plan.device)
+            return LocalWorkers(slots, self.sink, cache_key)
+        from engine.batch.in_process import InProcess
+
+        return InProcess(self.sink)
+
+    def _record(self, job: TaskJob, outcome: TaskOutcome) -> None:
+        self._record_outcome(job.task.index, outcome)
+
+    def _record_outcome(self, index: int, outcome: TaskOutcome) -> None:
+        self.outcomes[index] = outcome
+        self.write_summary()
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
+
+    # --- summary.json -----------------------------------------------------------------------
+
+    def ordered(self) -> list[TaskOutcome]:
+        return [self.outcomes[i] for i in sorted(self.outcomes)]
+
+    def write_summary(self) -> dict[str, Any]:
+        outcomes = self.ordered()
         summary = {
-            **self.header(),
+            **self.plan.header(),
+            "execution": self.execution.describe(),
+            "tasks_pending": len(self.plan.tasks) - len(outcomes),
             "tasks": [o.to_dict() for o in outcomes],
             "metrics": summarize(outcomes),
         }
         text = json.dumps(summary, indent=2, default=str)
-        atomic_write_text(self.run_dir / "summary.json", text)
+        atomic_write_text(self.plan.run_dir / SUMMARY_FILE, text)
         return summary
-
-    def run(
-        self,
-        benchmarker: Any,
-        events: EventSink | None = None,
-        on_outcome: Callable[[TaskOutcome], None] | None = None,
-    ) -> BatchResult:
-        """Every task in order; `on_outcome` hears of each as it ends."""
-        outcomes: list[TaskOutcome] = []
-        task_ids = unique_task_ids(self.paths)
-        for index, (path, task_id) in enumerate(zip(self.paths, task_ids, strict=True)):
-            outcome = self.run_one(f"{index:03d}_{task_id}", task_id, path, benchmarker, events)
-            outcomes.append(outcome)
-            self.write_summary(outcomes)
-            if on_outcome is not None:
-                on_outcome(outcome)
-        return BatchResult(outcomes, self.write_summary(outcomes))
-
-    def run_one(
-        self,
-        name: str,
-        task_id: str,
-        path: Path,
-        benchmarker: Any,
-        events: EventSink | None,
-    ) -> TaskOutcome:
-        """One task; a bad reference or a failed search is recorded, never fatal."""
-        try:
-            source = read_reference(path)
-            check_reference_source(source, str(path))
-            self_check(
-                benchmarker, source, str(path), self_check_config(self.device, self.timeout_s)
-            )
-        except ReferenceError_ as exc:
-            return TaskOutcome(name, str(path), None, False, None, error=str(exc))
-        root = self.run_dir / name
-        task = TaskDir(root, task_id, Redactor(self.setup.secrets))
-        search = StarkSearch.for_agent(
-            self.setup,
-            task=task,
-            reference_src=source,
-            reference_path=str(path),
-            config=self.config,
-            benchmarker=benchmarker,
-            device=self.device,
-            events=events,
-        )
-        try:
-            summary = search.run()
-        except Exception as exc:  # noqa: BLE001 - the batch goes on; details in the task's log
-            return TaskOutcome(name, str(path), str(root), False, None, error=task.redact(str(exc)))
-        return outcome_from_summary(name, str(path), summary)

@@ -19,6 +19,16 @@ Concurrency: a build holds an `flock` on `<dir>.lock` (released by the kernel if
 the builder dies), so two workers building the same hash wait for each other,
 and a torch `FileBaton` lock file found while we hold the flock can only be a
 leftover of a killed build; it is removed instead of being waited on forever.
+
+Several processes (the workers of a batch) share one cache. Their parents share the
+manifest (`CacheManifest`, peers with one key), but a parent learns a build only when the
+evaluation that made it ends, so a worker can meet a finished build its parent has not
+heard of yet. The build's marker names the parent that made it (`owner`); while that parent
+is alive (it holds `owners/<owner>.lock`) the build is a peer's, not tampering: it is neither
+loaded (nobody vouched for it) nor deleted (its maker may be loading it), and this worker
+builds a private copy in its eval dir instead, reported to nobody. A build whose maker is
+gone and that no parent recorded is removed and rebuilt. Only a build that does not match
+the hash the parent handed over is reported as tampered.
 """
 
 from __future__ import annotations
@@ -45,6 +55,8 @@ import torch
 import torch.utils.cpp_extension as cpp_extension
 
 from engine.atomic_io import SCRATCH_FILE, atomic_write_text
+from engine.bench.build_log import describe_failure, file_size, read_from
+from engine.bench.cache_manifest import OWNERS_DIR, owner_alive
 from engine.bench.signed_files import (
     CACHE_BUILDS_FILE,
     CACHE_DIR_HASH_CHARS,
@@ -68,13 +80,7 @@ NAME_HASH_CHARS = 12
 # Arguments that do not change what gets built.
 _NOT_HASHED = {"name", "build_directory", "verbose", "keep_intermediates"}
 _LITERAL_PYBIND = re.compile(r"PYBIND11_MODULE\s*\(\s*(?!TORCH_EXTENSION_NAME\b)\w+")
-_ERROR_LINE = re.compile(
-    r"(^\S[^\n]*?:\d+(?::\d+)?:\s*(?:fatal )?error\b[^\n]*)"  # gcc/clang: file:line:col: error
-    r"|(^\S[^\n]*?\(\d+\):\s*error\b[^\n]*)"  # nvcc: file(line): error
-    r"|(^[^\n]*undefined reference[^\n]*)",
-    re.MULTILINE,
-)
-LOG_EXCERPT_CHARS = 8000
+PRIVATE_DIR = "private_ext"  # in the eval dir: copies of builds a peer has not vouched for
 # Bound when the fork server imports this module, before any candidate could patch them.
 _os_write = os.write
 _json_dumps = json.dumps
@@ -94,39 +100,7 @@ class BuildRecord:
     log_excerpt: str = ""
     module: str = ""
     sha256: str | None = None  # of the built .so, taken right after the build
-
-
-def first_error_line(text: str) -> str | None:
-    match = _ERROR_LINE.search(text)
-    if match:
-        return match.group(0).strip()
-    for line in text.splitlines():
-        if "error" in line.lower() and not line.startswith(("[", "FAILED:", "ninja:")):
-            return line.strip()
-    return None
-
-
-def _last_line(text: str) -> str:
-    lines = text.strip().splitlines()
-    return lines[-1] if lines else "?"
-
-
-def _file_size(path: Path | None) -> int:
-    try:
-        return path.stat().st_size if path else 0
-    except OSError:
-        return 0
-
-
-def _read_from(path: Path | None, offset: int) -> str:
-    if path is None:
-        return ""
-    try:
-        with path.open("rb") as fh:
-            fh.seek(offset)
-            return fh.read(4 << 20).decode("utf-8", errors="replace")
-    except OSError:
-        return ""
+    private: bool = False  # built in the eval dir beside a peer's unvouched build; not reported
 
 
 @dataclass
@@ -142,6 +116,7 @@ class CompileCache:
     # key -> sha256 of the .so the parent trusts; None: unguarded (no parent guard file).
     expected: dict[str, str] | None = None
     tampered: list[str] = field(default_factory=list)  # keys whose cached .so was not trusted
+    owner: str = ""  # the parent's id (its CacheManifest), written into each build's marker
     _report_token: str = ""
     _originals: dict[str, Callable[..., Any]] = field(default_factory=dict)
 
@@ -179,9 +154,10 @@ class CompileCache:
             data = json.loads(text)
             expected = {str(k): str(v) for k, v in dict(data.get("expected") or {}).items()}
             token = str(data["token"])
+            owner = str(data.get("owner") or "")
         except (ValueError, TypeError, KeyError, AttributeError):
-            expected, token = {}, ""  # unreadable guard: trust nothing in the cache
-        self.expected, self._report_token = expected, token
+            expected, token, owner = {}, "", ""  # unreadable guard: trust nothing in the cache
+        self.expected, self._report_token, self.owner = expected, token, owner
 
     def _trusted(self, key: str, library: Path) -> bool:
         if self.expected is None:
@@ -189,10 +165,22 @@ class CompileCache:
         expected = self.expected.get(key)
         return expected is not None and hmac.compare_digest(expected, sha256_file(library) or "")
 
-    def _quarantine(self, key: str, build_dir: Path, finished: bool) -> None:
-        """Remove a build dir we can't trust (a planted or changed .so, or a half-finished
-        build whose objects ninja would otherwise reuse). Only a finished one is tampering."""
-        if finished:
+    def _peer_build(self, key: str, build_dir: Path) -> bool:
+        """A finished build the parent has no hash for, made for a parent that is still alive:
+        a peer's, not yet recorded (see the module docstring)."""
+        if self.expected is None or key in self.expected:
+            return False
+        try:
+            owner = str(json.loads((build_dir / MARKER).read_text()).get("owner") or "")
+        except (OSError, ValueError, AttributeError):
+            return False
+        return owner != self.owner and owner_alive(self.cache_dir / OWNERS_DIR, owner)
+
+    def _quarantine(self, key: str, build_dir: Path, tampered: bool) -> None:
+        """Remove a build dir we can't trust (a planted or changed .so, an orphan no parent
+        recorded, or a half-finished build whose objects ninja would otherwise reuse). Only a
+        .so that differs from the hash the parent handed over is tampering."""
+        if tampered:
             self.tampered.append(key)
             _note(f"cached build {build_dir.name} does not match the harness's record; rebuilt")
         shutil.rmtree(build_dir, ignore_errors=True)
@@ -207,7 +195,7 @@ class CompileCache:
             "builds": [
                 {"key": r.key, "module": r.module, "sha256": r.sha256}
                 for r in self.records
-                if not r.hit and r.error is None and r.sha256
+                if not r.hit and not r.private and r.error is None and r.sha256
             ],
             "tampered": list(self.tampered),
         }
@@ -284,53 +272,88 @@ class CompileCache:
             raise ExtensionBuildError(missing)
 
         build_dir.mkdir(parents=True, exist_ok=True)
-        log_offset = _file_size(self.log_path)
+        log_offset = file_size(self.log_path)
         with self._exclusive(build_dir):
             library = _finished_library(build_dir, module_name, standalone)
             if library is not None and self._trusted(key, library):
                 # another worker finished it while we waited
                 self.records.append(BuildRecord(name, key, True, time.perf_counter() - start))
                 return _import_library(library, module_name, is_python_module)
-            if self.expected is not None and not standalone:
-                self._quarantine(key, build_dir, finished=library is not None)
-            with contextlib.suppress(FileNotFoundError):
-                (build_dir / "lock").unlink()  # stale torch baton of a killed build
-            arguments.update(name=module_name, build_directory=str(build_dir), verbose=True)
-            try:
-                result = original(**arguments)
-            except Exception as exc:
-                raise self._failure(name, key, start, exc, log_offset) from exc
-            digest = None if standalone else sha256_file(build_dir / f"{module_name}.so")
-            if self.expected is not None and digest is not None:
-                self.expected[key] = digest  # a second identical call in this worker is a hit
-            record = BuildRecord(name, key, False, time.perf_counter() - start)
-            record.module, record.sha256 = module_name, digest
-            self.records.append(record)
-            self._report()  # before the marker: a build is never finished but unreported
-            (build_dir / MARKER).write_text(
-                json.dumps({"module": module_name, "name": name, "python_module": is_python_module})
+            peer_build = library is not None and self._peer_build(key, build_dir)
+            if self.expected is not None and not standalone and not peer_build:
+                known = key in self.expected
+                self._quarantine(key, build_dir, tampered=library is not None and known)
+            if not peer_build:
+                return self._build_in(
+                    build_dir, original, arguments, (name, key, module_name), start, log_offset
+                )
+        # Outside the lock: the private copy is ours alone, and peers may want the shared one.
+        assert self.report_dir is not None  # a guarded worker always has one
+        return self._build_in(
+            self.report_dir / PRIVATE_DIR / key[:HASH_CHARS],
+            original,
+            arguments,
+            (name, key, module_name),
+            start,
+            log_offset,
+            private=True,
+        )
+
+    def _build_in(
+        self,
+        build_dir: Path,
+        original: Callable[..., Any],
+        arguments: dict[str, Any],
+        names: tuple[str, str, str],
+        start: float,
+        log_offset: int,
+        *,
+        private: bool = False,
+    ) -> Any:
+        """Run torch's build into `build_dir`; a shared one is recorded, reported and marked
+        finished (the caller holds its lock), a private one only recorded."""
+        name, key, module_name = names
+        is_python_module = bool(arguments.get("is_python_module", True))
+        standalone = bool(arguments.get("is_standalone", False))
+        build_dir.mkdir(parents=True, exist_ok=True)
+        if private:
+            _note(
+                f"extension {key[:HASH_CHARS]} was just built by another worker whose harness "
+                "has not recorded it yet; building a private copy"
             )
+        with contextlib.suppress(FileNotFoundError):
+            (build_dir / "lock").unlink()  # stale torch baton of a killed build
+        arguments.update(name=module_name, build_directory=str(build_dir), verbose=True)
+        try:
+            result = original(**arguments)
+        except Exception as exc:
+            raise self._failure(name, key, start, exc, log_offset) from exc
+        if private:
+            record = BuildRecord(name, key, False, time.perf_counter() - start, private=True)
+            record.module = module_name
+            self.records.append(record)
+            return result
+        digest = None if standalone else sha256_file(build_dir / f"{module_name}.so")
+        if self.expected is not None and digest is not None:
+            self.expected[key] = digest  # a second identical call in this worker is a hit
+        record = BuildRecord(name, key, False, time.perf_counter() - start)
+        record.module, record.sha256 = module_name, digest
+        self.records.append(record)
+        self._report()  # before the marker: a build is never finished but unreported
+        marker = {
+            "module": module_name,
+            "name": name,
+            "python_module": is_python_module,
+            "owner": self.owner,
+        }
+        (build_dir / MARKER).write_text(json.dumps(marker))
         return result
 
     def _failure(
         self, name: str, key: str, start: float, exc: Exception, log_offset: int
     ) -> ExtensionBuildError:
-        output = _read_from(self.log_path, log_offset) + "\n" + str(exc)
-        first = first_error_line(output)
-        kind = "CUDA compilation" if re.search(r"\.cu[:(]", first or "") else "C++ compilation"
-        if first and "undefined reference" in first:
-            kind = "linking"
-        if first:  # keep file:line:col but drop the long cache path
-            first = re.sub(r"^\S*/(?=[^/\s]+[:(]\d)", "", first)
-        summary = (
-            f"{kind} failed: {first}"
-            if first
-            else f"extension build failed: {_last_line(str(exc))}"
-        )
-        excerpt = ""
-        if len(output) > LOG_EXCERPT_CHARS:
-            at = output.find(first) if first else 0
-            excerpt = output[max(0, at - 500) : max(0, at - 500) + LOG_EXCERPT_CHARS]
+        output = read_from(self.log_path, log_offset) + "\n" + str(exc)
+        summary, excerpt = describe_failure(output, exc)
         self.records.append(
             BuildRecord(name, key, False, time.perf_counter() - start, summary, excerpt)
         )

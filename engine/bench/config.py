@@ -23,6 +23,9 @@ class EvalConfig:
     timing_budget_s: float = 4.0  # per side, for the adaptive loop
     compile_timeout_s: float = 300.0
     run_timeout_s: float = 120.0
+    # Longest wait for the device lease before timing (lease.py); other evaluations' timings
+    # on the same device go first. Counts against no other deadline.
+    lease_timeout_s: float = 1800.0
     reference_call_s: float | None = None  # seconds per reference forward, measured earlier
     atol: float | None = None  # None: by dtype (1e-4 fp32, 1e-2 fp16/bf16)
     rtol: float | None = None
@@ -45,6 +48,8 @@ class EvalConfig:
             raise ValueError("timing_trials must be >= 1")
         if self.compile_timeout_s <= 0 or self.run_timeout_s <= 0:
             raise ValueError("timeouts must be positive")
+        if not self.lease_timeout_s > 0:
+            raise ValueError(f"lease_timeout_s must be positive, not {self.lease_timeout_s!r}")
         if not self.profile_timeout_s > 0:
             raise ValueError(f"profile_timeout_s must be positive, not {self.profile_timeout_s!r}")
         if self.reference_call_s is not None and not self.reference_call_s >= 0:

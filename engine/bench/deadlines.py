@@ -25,10 +25,14 @@ PHASE_ORDER = (
     "compile",
     "warmup",
     "run",
+    "lease",
     "timing",
     "checks",
     "profile",
 )
+# Waiting for the device lease (lease.py) before timing: under its own deadline
+# (`EvalConfig.lease_timeout_s`), and its span is added back to the run deadline.
+LEASE_PHASE = "lease"
 RUN_PHASES = ("run", "timing", "checks")  # one run deadline covers these three
 # Phases with the activity rule: run deadline since compile work was last seen, capped by
 # the compile deadline (JIT compilation on first use is compilation; an endless loop is not).
@@ -39,6 +43,7 @@ PHASE_TITLES = {
     "compile": "compile/import",
     "warmup": "first call (JIT compile / warm-up)",
     "run": "correctness",
+    "lease": "waiting for the device lease",
     "timing": "timing",
     "checks": "final checks",
     "profile": "profiling",
@@ -209,4 +214,68 @@ def timeout_error(
         )
     if phase == "profile":
         return f"{head} (--profile-timeout); the profile was skipped (--no-profile avoids it)"
+    if phase == LEASE_PHASE:
+        return (
+            f"waited {limit_s:.3g}s for the device lease while other evaluations timed on this "
+            "device (not the candidate's fault); process group killed (raise lease_timeout_s)"
+        )
     return f"{head}; process group killed (raise --timeout)"
+
+
+@dataclass(slots=True)
+class PhaseClock:
+    """The deadline in force, as the phases the worker announces move forward (the sandbox
+    keeps one per evaluation). Time spent waiting for the device lease counts against no
+    deadline but the lease's own: the run deadline is moved on by it (`waited`)."""
+
+    config: EvalConfig
+    plan: RunPlan
+    phase: str = "start"
+    started: float = 0.0
+    deadline: float = 0.0
+    last_activity: float = 0.0
+    compile_seen: bool = False  # compile work was seen in the current activity phase
+    run_started: float | None = None
+    run_deadline: float = 0.0  # the run phases' deadline, before the lease wait is added
+    waited_s: float = 0.0  # finished lease waits
+
+    def enter(self, phase: str, now: float) -> None:
+        if self.phase == LEASE_PHASE:
+            self.waited_s += now - self.started
+        self.phase, self.started, self.last_activity = phase, now, now
+        self.compile_seen = False
+        if phase in ACTIVITY_PHASES:
+            self.deadline = self.activity_deadline()
+        elif phase == "compile" or phase == "start":
+            self.deadline = now + self.config.compile_timeout_s
+        elif phase == LEASE_PHASE:
+            self.deadline = now + self.config.lease_timeout_s
+        elif phase in RUN_PHASES:
+            if self.run_started is None:
+                self.run_started = now
+                self.run_deadline = now + self.plan.run_deadline_s
+            self.deadline = self.run_deadline + self.waited_s
+        elif phase == "profile":
+            self.deadline = now + self.plan.profile_deadline_s
+
+    def activity(self, now: float) -> None:
+        """Compile work seen now: the run deadline restarts, within the compile cap."""
+        if self.phase in ACTIVITY_PHASES:
+            self.last_activity, self.compile_seen = now, True
+            self.deadline = self.activity_deadline()
+
+    def activity_deadline(self) -> float:
+        base = self.plan.warmup_base_s
+        return min(self.started + self.config.compile_timeout_s, self.last_activity + base)
+
+    def waited(self, now: float) -> float:
+        """Seconds spent waiting for the device lease so far (the current wait included)."""
+        current = now - self.started if self.phase == LEASE_PHASE else 0.0
+        return self.waited_s + current
+
+    def limit_s(self) -> float:
+        """How long the deadline that passed was, measured from its phase's start (the lease
+        wait left out of the run deadline's span)."""
+        if self.phase in RUN_PHASES and self.run_started:
+            return self.deadline - self.run_started - self.waited_s
+        return self.deadline - self.started

@@ -1,7 +1,12 @@
 """The benchmarker's public entry point: `evaluate(reference_src, candidate_src,
 config) -> EvalResult`. Everything candidate-related happens in a sandboxed
 worker; this side only writes the request, waits, and turns how the worker
-ended into a verdict."""
+ended into a verdict.
+
+A `Benchmarker` may be called from several threads at once (a `--parallel` search): each
+evaluation in flight gets a warm sandbox of its own (one is kept, more are started on
+demand), so compiling and correctness run side by side, while timing phases take turns on
+the device lease (lease.py), shared with every other process using the same cache dir."""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -20,6 +26,7 @@ from engine.bench import static_checks
 from engine.bench.cache_manifest import CacheManifest
 from engine.bench.config import EvalConfig
 from engine.bench.deadlines import PHASE_TITLES, timeout_error
+from engine.bench.lease import LEASE_DIR_NAME, DeviceLeases
 from engine.bench.memory_guard import gib
 from engine.bench.outcome import WorkerOutcome
 from engine.bench.post_mortem import (
@@ -69,19 +76,61 @@ def read_tail(path: Path, limit: int = LOG_TAIL_CHARS) -> str:
 
 
 class Benchmarker:
-    """Evaluates candidates one after another through one warm sandbox."""
+    """Evaluates candidates through warm sandboxes, safe to call from several threads.
 
-    def __init__(self, cache_dir: Path | None = None, work_root: Path | None = None) -> None:
+    One sandbox (`self.sandbox`) serves evaluations one after another; a concurrent call
+    starts another (its fork server costs one torch import, ~1.5 s here) and keeps it for
+    later. Timing phases hold the device lease of `lease_dir` (default: the cache dir's
+    `leases/`), so concurrent evaluations, here or in other processes, never time at once."""
+
+    def __init__(
+        self,
+        cache_dir: Path | None = None,
+        work_root: Path | None = None,
+        lease_dir: Path | None = None,
+    ) -> None:
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.work_root = Path(work_root) if work_root else None
-        self.sandbox = Sandbox()
+        self.leases = DeviceLeases(
+            Path(lease_dir) if lease_dir else self.cache_dir / LEASE_DIR_NAME
+        )
+        self.sandbox = Sandbox(self.leases)
+        self._sandboxes = [self.sandbox]
+        self._idle = [self.sandbox]
+        self._pool_lock = threading.Lock()
+        # The manifest's in-memory tables are shared by every evaluation in flight.
+        self._manifest_lock = threading.Lock()
         self.cache_manifest = CacheManifest(self.cache_dir)
 
-    def warm_up(self) -> None:
+    def warm_up(self, sandboxes: int = 1) -> None:
+        """Start `sandboxes` fork servers now (one per evaluation meant to run at once), so
+        no evaluation pays the import cost."""
         self.sandbox.warm_up()
+        for _ in range(sandboxes - 1):
+            with self._pool_lock:
+                sandbox = Sandbox(self.leases)
+                self._sandboxes.append(sandbox)
+                self._idle.insert(0, sandbox)  # the first one stays the one used alone
+            sandbox.warm_up()
 
     def close(self) -> None:
-        self.sandbox.close()
+        with self._pool_lock:
+            sandboxes = list(self._sandboxes)
+        for sandbox in sandboxes:
+            sandbox.close()
+
+    def _checkout(self) -> Sandbox:
+        """An idle sandbox (the one last returned), or a new one."""
+        with self._pool_lock:
+            if self._idle:
+                return self._idle.pop()
+            sandbox = Sandbox(self.leases)
+            self._sandboxes.append(sandbox)
+            return sandbox
+
+    def _checkin(self, sandbox: Sandbox) -> None:
+        with self._pool_lock:
+            self._idle.append(sandbox)
 
     def __enter__(self) -> Benchmarker:
         return self
@@ -127,12 +176,15 @@ class Benchmarker:
             "config": config.to_dict(),
         }
         (eval_dir / "request.json").write_text(json.dumps(request))
-        cache_token = self.cache_manifest.guard(eval_dir)
+        with self._manifest_lock:
+            cache_token = self.cache_manifest.guard(eval_dir)
         static_flags = static_checks.scan(candidate_src)
         outcome_dump_offset: int | None = None
         outcome_phase_s: dict[str, float] | None = None
+        lease_notes: list[str] = []
+        sandbox = self._checkout()
         try:
-            outcome = self.sandbox.run(
+            outcome = sandbox.run(
                 eval_dir, config.compile_timeout_s, config.run_timeout_s, nonce, config
             )
         except HarnessError as exc:
@@ -140,8 +192,12 @@ class Benchmarker:
         else:
             outcome_dump_offset, outcome_phase_s = outcome.dump_offset, outcome.phase_s
             result = self._verdict(eval_dir, outcome, nonce, config)
+            lease_notes = apply_lease(result, outcome)
+        finally:
+            self._checkin(sandbox)
         result.candidate_sha256 = hashlib.sha256(candidate_src.encode()).hexdigest()
-        cache_problems = self.cache_manifest.settle(eval_dir, cache_token)
+        with self._manifest_lock:
+            cache_problems = self.cache_manifest.settle(eval_dir, cache_token)
         if cache_problems:
             result.add_flag("cache_tampered")
             notes = "\n".join(f"[stark] {line}" for line in cache_problems)
@@ -165,6 +221,8 @@ class Benchmarker:
         if outcome_phase_s:
             spans = ", ".join(f"{phase} {span:.2f}s" for phase, span in outcome_phase_s.items())
             log = (log.rstrip("\n") + "\n" if log else "") + f"[stark] phases: {spans}"
+        for line in lease_notes:
+            log = (log.rstrip("\n") + "\n" if log else "") + f"[stark] {line}"
         if result.error_location is None and result.stage in ("crash", "timeout"):
             dump = log
             if outcome_dump_offset is not None:
@@ -220,6 +278,19 @@ class Benchmarker:
             if running == "reference":
                 blame_reference_hang(result, outcome)
         return result
+
+
+def apply_lease(result: EvalResult, outcome: WorkerOutcome) -> list[str]:
+    """The lease facts only this side saw: the wait (the worker's own figure, if any, is
+    replaced) and a timing that started without the grant, whose speedup is withheld.
+    Returns the log lines to add."""
+    result.lease_wait_s = outcome.lease_wait_s
+    notes = [outcome.lease_note] if outcome.lease_note else []
+    if outcome.lease_bypassed:
+        result.add_flag("lease_bypassed")
+        result.add_flag("untrusted_timing")  # timed beside other timings: not a fair figure
+        notes.append("timing started without the device lease; speedup withheld")
+    return notes
 
 
 def blame_reference_hang(result: EvalResult, outcome: WorkerOutcome) -> None:

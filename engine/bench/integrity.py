@@ -28,6 +28,7 @@ HARNESS_MODULES = (
             "integrity",
             "output_checks",
             "signed_files",
+            "lease",
             "process_tree",
             "timing",
             "worker",

@@ -34,6 +34,9 @@ class WorkerOutcome:
     compile_seen: bool = False  # compile work was seen in the phase that timed out
     dump_offset: int | None = None  # log.txt size when the stack dump was requested
     phase_s: dict[str, float] | None = None  # seconds each phase took, as this side saw it
+    lease_wait_s: float | None = None  # from the worker's ask for the device lease to the grant
+    lease_bypassed: bool = False  # the worker started timing without the grant
+    lease_note: str | None = None  # why there was no lease (e.g. a read-only cache dir)
 
     @property
     def signal(self) -> int | None:

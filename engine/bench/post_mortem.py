@@ -10,7 +10,7 @@ import signal
 from pathlib import Path
 
 from engine.bench.config import EvalConfig
-from engine.bench.deadlines import PHASE_ORDER, PHASE_TITLES, timeout_error
+from engine.bench.deadlines import LEASE_PHASE, PHASE_ORDER, PHASE_TITLES, timeout_error
 from engine.bench.memory_guard import gib
 from engine.bench.outcome import WorkerOutcome
 from engine.bench.result import ErrorLocation, EvalResult
@@ -124,6 +124,8 @@ def verdict_without_result(
     elif outcome.timed_out_phase is not None:
         phase = outcome.timed_out_phase
         stage = "reference" if phase in ("start", "reference") else "timeout"
+        if phase == LEASE_PHASE:  # other evaluations held the device: the harness's problem
+            stage = "harness"
         error = timeout_error(
             phase,
             outcome.deadline_s or 0.0,

@@ -114,6 +114,9 @@ class EvalResult:
     external_load: float | None = None
     # Median over timing rounds of ref_i / new_i (both calls of a round run back to back).
     paired_speedup: float | None = None
+    # Seconds the timing phase waited for the device lease (other evaluations timing on the
+    # same device); None when it never asked (it failed before timing).
+    lease_wait_s: float | None = None
 
     @property
     def runnable(self) -> bool:
@@ -178,6 +181,10 @@ class EvalResult:
             lines.append(
                 f"  external load: other processes used {self.external_load:.2f} cores "
                 "on average while timing ran"
+            )
+        if self.lease_wait_s is not None and self.lease_wait_s >= 0.05:
+            lines.append(
+                f"  waited {self.lease_wait_s:.2f}s for the device lease (other timings first)"
             )
         if self.max_abs_err is not None:
             lines.append(f"  max abs err {self.max_abs_err:.3g}, mean {self.mean_abs_err or 0:.3g}")

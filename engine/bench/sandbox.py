@@ -34,19 +34,20 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from engine.bench.config import EvalConfig
 from engine.bench.deadlines import (
     ACTIVITY_PHASES,
+    LEASE_PHASE,
     PHASE_ORDER,
     RUN_PHASES,
-    RunPlan,
+    PhaseClock,
     plan_run,
     reference_estimate,
 )
 from engine.bench.environment import hide_own_environment, scrubbed_environment
+from engine.bench.lease import DeviceLeases, TimingLease
 from engine.bench.memory_guard import RSS_POLL_S, TreeWatch, memory_limit_bytes
 from engine.bench.outcome import MemoryExceeded, WorkerOutcome
 from engine.bench.signed_files import authentic_phase_info, read_activity, read_phase_words
@@ -69,53 +70,12 @@ def wall_limit_s(compile_timeout_s: float, run_timeout_s: float, profile_s: floa
     return 3 * compile_timeout_s + run_timeout_s + profile_s + WALL_SLACK_S
 
 
-@dataclass(slots=True)
-class PhaseClock:
-    """The deadline in force, as the phases the worker announces move forward."""
-
-    config: EvalConfig
-    plan: RunPlan
-    phase: str = "start"
-    started: float = 0.0
-    deadline: float = 0.0
-    last_activity: float = 0.0
-    compile_seen: bool = False  # compile work was seen in the current activity phase
-    run_started: float | None = None
-
-    def enter(self, phase: str, now: float) -> None:
-        self.phase, self.started, self.last_activity = phase, now, now
-        self.compile_seen = False
-        if phase in ACTIVITY_PHASES:
-            self.deadline = self.activity_deadline()
-        elif phase == "compile" or phase == "start":
-            self.deadline = now + self.config.compile_timeout_s
-        elif phase in RUN_PHASES:
-            if self.run_started is None:
-                self.run_started = now
-                self.deadline = now + self.plan.run_deadline_s
-        elif phase == "profile":
-            self.deadline = now + self.plan.profile_deadline_s
-
-    def activity(self, now: float) -> None:
-        """Compile work seen now: the run deadline restarts, within the compile cap."""
-        if self.phase in ACTIVITY_PHASES:
-            self.last_activity, self.compile_seen = now, True
-            self.deadline = self.activity_deadline()
-
-    def activity_deadline(self) -> float:
-        base = self.plan.warmup_base_s
-        return min(self.started + self.config.compile_timeout_s, self.last_activity + base)
-
-    def limit_s(self) -> float:
-        """How long the deadline that passed was, measured from its phase's start."""
-        start = self.run_started if self.phase in RUN_PHASES and self.run_started else self.started
-        return self.deadline - start
-
-
 class Sandbox:
-    """Owns one fork server and serialises evaluations through it."""
+    """Owns one fork server and serialises evaluations through it. `leases`: where the
+    timing phase takes its device lease (lease.py); None: timings never wait."""
 
-    def __init__(self) -> None:
+    def __init__(self, leases: DeviceLeases | None = None) -> None:
+        self.leases = leases
         self._proc: subprocess.Popen[bytes] | None = None
         self._buf = b""
         self._lock = threading.Lock()
@@ -244,6 +204,7 @@ class _Watch:
         self.run_started: float | None = None
         self.hard_deadline = 0.0
         self.entered: list[tuple[str, float]] = []  # (phase, when), in order
+        self.lease = TimingLease(sandbox.leases, eval_dir, nonce)
 
     def outcome(self, status: int | None, now: float, start: float) -> WorkerOutcome:
         compile_s = (self.run_started or now) - start if status is not None else None
@@ -259,6 +220,9 @@ class _Watch:
             compile_seen=self.clock.compile_seen,
             dump_offset=self.dump_offset,
             phase_s=self.phase_spans(now),
+            lease_wait_s=self.lease.wait_s,
+            lease_bypassed=self.lease.bypassed,
+            lease_note=self.lease.note,
         )
 
     def phase_spans(self, now: float) -> dict[str, float]:
@@ -270,6 +234,12 @@ class _Watch:
         return {phase: end - when for (phase, when), end in zip(self.entered, ends, strict=True)}
 
     def wait(self) -> WorkerOutcome:
+        try:
+            return self._wait()
+        finally:
+            self.lease.release()  # however the worker ended
+
+    def _wait(self) -> WorkerOutcome:
         sandbox = self.sandbox
         request_id = uuid.uuid4().hex
         start = time.monotonic()
@@ -306,12 +276,14 @@ class _Watch:
                     return self.outcome(None, now, start)
                 continue
             self.follow_phase(now)
+            if self.clock.phase == LEASE_PHASE:
+                self.lease.poll(now)
             if now >= self.next_rss:
                 self.next_rss = now + RSS_POLL_S
                 if self.check_memory(now):
                     reap_deadline = now + 30.0
                     continue
-            if now > self.clock.deadline or now > self.hard_deadline:
+            if now > self.clock.deadline or now > self.hard_deadline + self.clock.waited(now):
                 self.timed_out = self.clock.phase
                 self.request_stack_dump()
                 self.kill_at = now + DUMP_GRACE_S
@@ -340,6 +312,7 @@ class _Watch:
                 self.size_run(extras, now)
             if phase in RUN_PHASES and self.run_started is None:
                 self.run_started = now
+            self.follow_lease(phase, extras, now)
             clock.enter(phase, now)
             self.entered.append((phase, now))
         if clock.phase in ACTIVITY_PHASES:
@@ -347,6 +320,16 @@ class _Watch:
             if count is not None and count > self.last_activity_count:
                 clock.activity(now)  # the worker saw its main thread inside a compiler
                 self.last_activity_count = count
+
+    def follow_lease(self, phase: str, extras: Mapping[str, str], now: float) -> None:
+        """The worker asks for the device lease (phase `lease`, with its device); timing
+        starts, granted or not (a bypass is flagged); anything after timing releases it."""
+        if phase == LEASE_PHASE:
+            self.lease.ask(extras.get("device", "cpu"), now)
+        elif PHASE_ORDER.index(phase) >= PHASE_ORDER.index("timing"):
+            self.lease.timing_started()
+            if phase != "timing":
+                self.lease.release()
 
     def size_run(self, extras: Mapping[str, str], now: float) -> None:
         """The reference's call time, as the worker measured it before the candidate existed

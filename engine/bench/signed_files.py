@@ -117,3 +117,11 @@ def read_activity(eval_dir: Path, nonce: str) -> int | None:
 
 # Signed partial verdicts (worker.Evaluation.checkpoint), kept if a later deadline kills it.
 CHECKPOINT_FILE = "checkpoint.json"
+
+# The device lease (lease.py): the parent writes this MAC into LEASE_GRANT_FILE once it holds
+# the lease; the worker starts timing only when the file holds the MAC it computes itself.
+LEASE_GRANT_FILE = "lease_grant"
+
+
+def lease_grant_mac(nonce: str) -> str:
+    return result_mac(nonce, {"lease": "granted"})

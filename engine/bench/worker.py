@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from engine.atomic_io import SCRATCH_FILE, atomic_write_text
-from engine.bench import backend_settings, correctness, deadlines, loader, profiling, timing
+from engine.bench import backend_settings, correctness, deadlines, lease, loader, profiling, timing
 from engine.bench.compile_activity import CompileActivity
 from engine.bench.compile_cache import CompileCache, ExtensionBuildError
 from engine.bench.config import EvalConfig
@@ -125,12 +125,14 @@ class Evaluation:
             self.result.add_flag(flag)
         return Stop(error)
 
-    def phase(self, name: str, sign: Signer) -> None:
+    def phase(self, name: str, sign: Signer, **more: str) -> None:
         """Announce a phase to the sandbox, signed; after the reference phase every line also
-        carries the reference's measured call time, which sizes the run deadline."""
+        carries the reference's measured call time, which sizes the run deadline. `more`:
+        further key=value words, signed as well (the lease phase names the device)."""
         extras: dict[str, str] = {}
         if self.reference_call_s is not None:
             extras["call_s"] = f"{self.reference_call_s:.6f}"
+        extras.update(more)
         token = sign({"phase": name, **extras})
         line = format_phase_line(name, token, extras)
         atomic_write_text(self.eval_dir / "phase", line, **SCRATCH_FILE)
@@ -231,6 +233,7 @@ class Evaluation:
 
         last_trial = self.correctness_trials(reference, ref_model, new_model, sign)
         self.check_children()
+        self.await_lease(sign)
         self.phase("timing", sign)
         seal.append(self.time_both(reference, ref_model, new_model, last_trial))
         self.check_children()
@@ -246,6 +249,13 @@ class Evaluation:
             self.checkpoint("checked", sign, seal)  # the verdict, whatever the profiler does
             self.phase("profile", sign)
             self.profile(new_model, last_trial)
+
+    def await_lease(self, sign: Signer) -> None:
+        """One timing at a time per device (lease.py): ask the sandbox for the device's
+        lease (the signed `lease` phase, naming the device) and wait for its signed grant.
+        The wait counts against no deadline but the lease's own, nor in any timing."""
+        self.phase(deadlines.LEASE_PHASE, sign, device=self.device.type)
+        lease.await_grant(self.eval_dir, sign({"lease": "granted"}))
 
     def first_call(self, new_model: Any, canary: Trial) -> CallError | None:
         """One unchecked call before the run phase: JIT work done on first use (torch.compile,

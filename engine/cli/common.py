@@ -112,6 +112,14 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
         "--n-child", type=int, default=defaults.N_CHILD, help="prune after N failed children"
     )
     parser.add_argument(
+        "--parallel",
+        type=int,
+        default=None,
+        metavar="K",
+        help=f"expansions (agent calls + benchmark) in flight at once ({defaults.PARALLEL}: "
+        "one round after another); timings still take turns on the device",
+    )
+    parser.add_argument(
         "--timeout",
         type=float,
         default=None,
@@ -196,6 +204,8 @@ def validate_args(args: argparse.Namespace) -> None:
     for flag in ("root_limit", "leader_topk", "n_child"):
         if getattr(args, flag) < 1:
             raise UsageError(f"--{flag.replace('_', '-')} must be >= 1")
+    if args.parallel is not None and args.parallel < 1:
+        raise UsageError(f"--parallel must be >= 1, not {args.parallel}")
     validate_eval_args(args)
 
 
@@ -304,6 +314,7 @@ def search_config_from_args(args: argparse.Namespace) -> defaults.SearchConfig:
             root_limit=args.root_limit,
             leader_topk=args.leader_topk,
             n_child=args.n_child,
+            parallel=args.parallel or defaults.PARALLEL,
             context_budget=args.context_budget,
             compile_baseline=not args.no_compile_baseline,
             eval_config=eval_config,

@@ -216,4 +216,6 @@ def _resume(args: argparse.Namespace) -> int:
             raise UsageError(f"--resume {root}: {exc}") from None
         if args.no_compile_baseline:  # the saved config's tolerances and timing stay
             search.config.compile_baseline = False
+        if args.parallel is not None:  # how many rounds run at once, not what they do
+            search.config.parallel = args.parallel
         return _run_search(search, args)

@@ -24,11 +24,13 @@ from engine.search.tree import (
 
 __all__ = [
     "CONTEXT_BUDGET",
+    "Cancelled",
     "EPSILON",
     "LEADER_TOPK",
     "LEAF_BIAS",
     "MAX_REEMITS",
     "N_CHILD",
+    "PARALLEL",
     "ROOT_LIMIT",
     "ROUNDS",
     "SEED",
@@ -38,12 +40,19 @@ __all__ = [
 
 ROUNDS = 10  # rounds including the seed (round 0)
 SEED = 0
+PARALLEL = 1  # expansions in flight at once (1: one round after another)
 CONTEXT_BUDGET = ctx.DEFAULT_BUDGET_CHARS  # characters of search history per prompt
 MIN_CONTEXT_BUDGET = 1000
 
 
 class SearchError(RuntimeError):
     """The task cannot go on (the benchmarker harness is broken, the state is unreadable)."""
+
+
+class Cancelled(BaseException):
+    """The search stopped (another round failed the task): an expansion still in flight
+    ends at its next agent call or benchmark. A BaseException, so no handler of agent or
+    benchmark errors takes it for a node's failure."""
 
 
 @dataclass(slots=True)
@@ -62,11 +71,15 @@ class SearchConfig:
     compile_baseline: bool = True
     context_budget: int = CONTEXT_BUDGET
     error_tail_chars: int = ctx.ERROR_TAIL_CHARS
+    # Expansions (agent calls + benchmark) in flight at once; rounds still commit in order.
+    parallel: int = PARALLEL
     eval_config: EvalConfig = field(default_factory=lambda: EvalConfig(profile=True))
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
             raise ValueError(f"rounds must be >= 1 (round 0 is the seed), not {self.rounds}")
+        if self.parallel < 1:
+            raise ValueError(f"parallel must be >= 1, not {self.parallel}")
         if self.context_budget < MIN_CONTEXT_BUDGET:
             raise ValueError(f"context_budget must be at least {MIN_CONTEXT_BUDGET} characters")
 

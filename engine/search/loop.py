@@ -28,6 +28,15 @@ Resume: after every node the whole state (tree with RNG state, round counter, be
 is replaced atomically in tree.json, so a run killed at any point resumes at the
 first round that has no node yet (`engine.search.state`).
 
+Parallel search (`SearchConfig.parallel` K > 1): up to K rounds are in flight at once
+(`engine.search.inflight`), each selected, prepared and announced on this thread and expanded
+on its own; selection counts the children in flight (`StarkTree.select_node(pending)`).
+Rounds commit in round order, one node each, so ids, tree.json and the round_finished events
+come in order, and new rounds are selected only right after a commit, from the committed
+prefix and the rounds in flight: the tree is the same function of the seed, the replies and
+the verdicts whatever order the expansions finish in. tree.json lists the rounds in flight
+(`in_flight`); a resume redoes them first, with the same selections and contexts.
+
 This module is the loop and its bookkeeping only; the steps live next to it: `expansions`
 (seed/optimize/debug), `calls` (agent calls, repair), `benchmarking` (evaluation, duplicate
 verdicts), `state` (commit, tree.json), `finish` (figure, re-measurement, summary).
@@ -35,7 +44,7 @@ verdicts), `state` (commit, tree.json), `finish` (figure, re-measurement, summar
 
 from __future__ import annotations
 
-import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -46,7 +55,8 @@ from engine.agents.factory import AgentSetup
 from engine.artifacts.events import (
     Event,
     EventSink,
-    NodeSelected,
+    LLMCallFinished,
+    LLMCallStarted,
     TaskFailed,
     TaskFinished,
     TaskStarted,
@@ -61,6 +71,7 @@ from engine.search.calls import AgentCalls
 from engine.search.config import SearchConfig
 from engine.search.expansions import Expansions
 from engine.search.finish import build_summary, draw_score_curve, remeasure_best
+from engine.search.inflight import Dispatch, RoundRunner
 from engine.search.node import StarkNode
 from engine.search.trace_guard import open_trace
 from engine.search.tree import Selection, StarkTree
@@ -106,9 +117,13 @@ class StarkSearch:
         self.elapsed_s = 0.0
         self.finished = False
         self._started = time.monotonic()
+        self._emit_lock = threading.Lock()
+        self.stop = threading.Event()  # rounds still in flight stop at their next step
+        self.rounds: RoundRunner | None = None  # while the rounds run
+        self.resumed_dispatches: list[Dispatch] = []  # saved in-flight rounds, redone first
         self.task.create(reference_src)
         self.trace = open_trace(self.op_name, task)
-        self.calls = AgentCalls(agent, task, self.trace, self.emit, self.tree.new_id)
+        self.calls = AgentCalls(agent, task, self.trace, self.emit, self.stop)
         self.bench = NodeBenchmarker(
             benchmarker,
             task=task,
@@ -117,6 +132,7 @@ class StarkSearch:
             config=config,
             reference_src=reference_src,
         )
+        self.bench.stop = self.stop
         self.expansions = Expansions(
             reference_src=reference_src,
             target=self.target,
@@ -192,6 +208,7 @@ class StarkSearch:
             tree=tree,
         )
         search.next_round = int(state["next_round"])
+        search.resumed_dispatches = [Dispatch.from_dict(d) for d in state.get("in_flight", [])]
         search.bench.relearn_reference_time()  # from the tree, not a saved figure
         search.score_trace = [list(p) for p in state.get("score_trace", [])]
         search.elapsed_s = float(state.get("elapsed_s", 0.0))
@@ -216,9 +233,17 @@ class StarkSearch:
 
     def emit(self, event: Event) -> None:
         """Send an event to the sinks, its text redacted first: errors and logs echo what
-        endpoints and kernels print, and the event stream reaches editors and pipes."""
-        if self.events is not None:
-            self.events(redact_fields(self.task.redact, event))
+        endpoints and kernels print, and the event stream reaches editors and pipes. Events
+        of rounds in flight come from their threads: one at a time, each whole; once the
+        search stopped (a failed task), their call events are dropped, so task_failed is
+        the last word."""
+        if self.events is None:
+            return
+        cleaned = redact_fields(self.task.redact, event)
+        with self._emit_lock:  # the stop is checked here: nothing slips in after task_failed
+            if self.stop.is_set() and isinstance(event, LLMCallStarted | LLMCallFinished):
+                return
+            self.events(cleaned)
 
     @property
     def model_label(self) -> str:
@@ -240,6 +265,7 @@ class StarkSearch:
             "device": self.device,
             "config": self.config.to_dict(),
             "next_round": self.next_round,
+            "in_flight": [d.to_dict() for d in self.rounds.dispatches()] if self.rounds else [],
             "best_id": self.best_id,
             "reference_call_s": self.reference_call_s,
             "score_trace": self.score_trace,
@@ -277,59 +303,35 @@ class StarkSearch:
         try:
             if self.tree.root_id is None:
                 self._commit(self.expansions.seed(0), 0)
-            while self.next_round < self.config.rounds:
-                round_ = self.next_round
-                selection = self.tree.select_node()
-                if selection is None:
-                    self.task.log(f"round {round_}: every node is throttled or pruned; stopping")
-                    break
-                self._record_selection(selection, round_)
-                node = self.expansions.expand(selection, round_)
-                self._commit(node, round_)
+            self.rounds = RoundRunner(
+                width=self.config.parallel,
+                next_round=self.next_round,
+                tree=self.tree,
+                expansions=self.expansions,
+                bench=self.bench,
+                announce=self._record_selection,
+                commit=self._commit,
+                log=self.task.log,
+                resumed=self.resumed_dispatches,
+            )
+            self.rounds.run(self.config.rounds)
             return self._finish()
         except BaseException as exc:
+            self.stop.set()  # rounds still in flight end at their next call or benchmark
             message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             self.task.log(f"task failed: {message}")
             self.emit(TaskFailed(task_id=self.task.task_id, error=self.task.redact(message)))
             raise
 
     def _record_selection(self, selection: Selection, round_: int) -> None:
-        node = selection.node
-        self.emit(
-            NodeSelected(
-                task_id=self.task.task_id,
-                round=round_,
-                node_id=node.node_id,
-                mode=selection.mode,
-                action=selection.action,
-            )
-        )
-        reason = {
-            "round": round_,
-            "node_id": node.node_id,
-            "mode": selection.mode,
-            "source": selection.source,
-            "candidates": selection.candidates,
-            "action": selection.action,
-            "node": node.header(),
-            "leaders": list(self.tree.leader_ids),
-            "epsilon": self.tree.epsilon,
-        }
-        self.trace.insert_conductor_record(
-            "SelectNode",
-            selection.describe(),
-            json.dumps(reason, indent=2),
-            node_id=node.node_id,
-            round=round_,
-            mode=selection.mode,
-        )
-        self.task.log(f"round {round_}: {selection.describe()}")
+        saved.record_selection(self.task, self.trace, self.tree, selection, round_, self.emit)
 
     def _commit(self, node: StarkNode, round_: int) -> None:
         """Add the node, persist everything it changed (tree.json last), then announce it."""
         improved = saved.commit_node(
             self.task, self.tree, self.trace, node, round_, self.reference_src
         )
+        trace_files = self.bench.learn_from(node)
         best_score = self.tree.nodes[self.best_id].score if self.best_id is not None else 0.0
         self.score_trace.append([round_, best_score])
         self.next_round = round_ + 1
@@ -343,7 +345,7 @@ class StarkSearch:
             round_,
             self.config.rounds,
             improved=improved,
-            trace_files=self.bench.verify_files,
+            trace_files=trace_files,
         ):
             self.emit(event)
 

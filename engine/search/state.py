@@ -2,19 +2,23 @@
 
 After every node the whole state (tree with RNG state, round counter, best) is replaced
 atomically in tree.json, so a run killed at any point resumes at the first round that has
-no node yet. `commit_node` persists what a new node changed, `commit_events` are what the
-search announces about it, and `read_state` loads a saved state for a resume.
+no node yet (and, in a parallel search, redoes the rounds it lists as in flight).
+`record_selection` announces a round's selection, `commit_node` persists what a new node
+changed, `commit_events` are what the search announces about it, and `read_state` loads a
+saved state for a resume.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from engine.artifacts.events import (
     BestImproved,
     Event,
     NodeBenchmarked,
+    NodeSelected,
     NodeSnapshot,
     RoundFinished,
 )
@@ -23,7 +27,7 @@ from engine.search.config import SearchError
 from engine.search.equivalence import is_behavioural_copy, is_reference_copy
 from engine.search.node import StarkNode
 from engine.search.trace_guard import SafeTrace
-from engine.search.tree import StarkTree
+from engine.search.tree import Selection, StarkTree
 
 STATE_SCHEMA = 1
 
@@ -135,6 +139,48 @@ def _note_reemits(
         node_id=node.node_id,
         round=round_,
     )
+
+
+def record_selection(
+    task: TaskDir,
+    trace: SafeTrace,
+    tree: StarkTree,
+    selection: Selection,
+    round_: int,
+    emit: Callable[[Event], None],
+) -> None:
+    """Announce a selection (node_selected), then record why in the trace (SelectNode)
+    and search.log."""
+    node = selection.node
+    emit(
+        NodeSelected(
+            task_id=task.task_id,
+            round=round_,
+            node_id=node.node_id,
+            mode=selection.mode,
+            action=selection.action,
+        )
+    )
+    reason = {
+        "round": round_,
+        "node_id": node.node_id,
+        "mode": selection.mode,
+        "source": selection.source,
+        "candidates": selection.candidates,
+        "action": selection.action,
+        "node": node.header(),
+        "leaders": list(tree.leader_ids),
+        "epsilon": tree.epsilon,
+    }
+    trace.insert_conductor_record(
+        "SelectNode",
+        selection.describe(),
+        json.dumps(reason, indent=2),
+        node_id=node.node_id,
+        round=round_,
+        mode=selection.mode,
+    )
+    task.log(f"round {round_}: {selection.describe()}")
 
 
 def commit_events(

@@ -1,7 +1,8 @@
 """The search's handle on the Trace module: a failing trace write is logged, never fatal.
 
 The task directory keeps llm_io, metrics and the tree regardless, so a broken trace must
-not end a search that is otherwise fine.
+not end a search that is otherwise fine. The Trace serialises its writers itself, so the
+expansions of a parallel search share one (`last_files` is per thread).
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ exactly the choices the killed one would have made.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from engine.search.node import (
@@ -82,7 +83,14 @@ class StarkTree:
     - exploit: the best leader (top-`leader_topk` runnable nodes by score) that passes
       the filter, else the pool's best-scoring node;
     - give up: once `max_reemits` nodes have re-emitted a failed node's exact code (the
-      debug agent keeps sending the same broken kernel), that code is not debugged again.
+      debug agent keeps sending the same broken kernel), that code is not debugged again;
+    - pending children (a parallel search's expansions still in flight, `pending`: parent id
+      -> count) count as children: toward the root's `root_limit`; toward pruning (a node
+      whose committed children are all buggy, or that has none, is skipped once committed
+      plus pending children reach `n_child`, so it never gets more children than the
+      sequential search could give it before being pruned); at most `n_child` in flight per
+      node; and a node with a pending child is no leaf. With no pending children every rule
+      is the sequential one.
 
     The best node (`best()`) is tracked apart from the leaders: never a baseline node
     (a copy of the reference); among the other correct nodes, the highest
@@ -223,36 +231,49 @@ class StarkTree:
 
     # --- selection ---------------------------------------------------------------------------
 
-    def is_pruned(self, node: StarkNode) -> bool:
+    def is_pruned(self, node: StarkNode, pending: int = 0) -> bool:
+        """`n_child` or more children, all buggy; with `pending` children in flight, the
+        node would be pruned should they fail too."""
         kids = self.children_of(node)
-        return len(kids) >= self.n_child and all(k.buggy for k in kids)
+        return len(kids) + pending >= self.n_child and all(k.buggy for k in kids)
 
-    def _candidate_filter(self, node: StarkNode, given_up: set[int] | None = None) -> bool:
-        """Whether a node may be expanded now."""
-        if node.node_id == self.root_id and len(node.children) >= self.root_limit:
+    def _candidate_filter(
+        self,
+        node: StarkNode,
+        given_up: set[int] | None = None,
+        pending: Mapping[int, int] | None = None,
+    ) -> bool:
+        """Whether a node may be expanded now (its children in flight counted)."""
+        in_flight = pending.get(node.node_id, 0) if pending else 0
+        if node.node_id == self.root_id and len(node.children) + in_flight >= self.root_limit:
             return False
         if node.node_id in (self.given_up() if given_up is None else given_up):
             return False
-        return not self.is_pruned(node)
+        if in_flight >= self.n_child:
+            return False
+        return not self.is_pruned(node, in_flight)
 
     @staticmethod
-    def _leaves(nodes: list[StarkNode]) -> list[StarkNode]:
-        return [n for n in nodes if not n.children]
+    def _leaves(
+        nodes: list[StarkNode], pending: Mapping[int, int] | None = None
+    ) -> list[StarkNode]:
+        return [n for n in nodes if not n.children and not (pending or {}).get(n.node_id)]
 
-    def pool(self) -> list[StarkNode]:
+    def pool(self, pending: Mapping[int, int] | None = None) -> list[StarkNode]:
         given_up = self.given_up()
-        return [n for n in self.nodes.values() if self._candidate_filter(n, given_up)]
+        return [n for n in self.nodes.values() if self._candidate_filter(n, given_up, pending)]
 
-    def select_node(self) -> Selection | None:
-        """Choose the node to expand next; None when every node is throttled or pruned.
+    def select_node(self, pending: Mapping[int, int] | None = None) -> Selection | None:
+        """Choose the node to expand next; None when every node is throttled or pruned
+        (counting `pending`: parent id -> children still in flight; see the class doc).
 
         The RNG is drawn from the same number of times whatever the tree looks like
         (one draw for the mode, one for an explore sample), so seeded runs replay."""
-        pool = self.pool()
+        pool = self.pool(pending)
         if not pool:
             return None
         if self.rng.random() < self.epsilon:
-            leaves = self._leaves(pool)
+            leaves = self._leaves(pool, pending)
             source, choices = ("leaves", leaves) if leaves else ("pool", pool)
             weights = [self.leaf_bias if n.runnable else 1.0 for n in choices]
             node = self.rng.choices(choices, weights=weights, k=1)[0]
@@ -263,6 +284,17 @@ class StarkTree:
             return Selection(leaders[0], "exploit", "leaders", [n.node_id for n in leaders])
         best = max(pool, key=lambda n: (n.score, -n.node_id))
         return Selection(best, "exploit", "pool", [n.node_id for n in pool])
+
+    def prefix(self, count: int) -> StarkTree:
+        """The tree as it was when it held its first `count` nodes: ids are dense and nodes
+        arrive in id order, so that is a prefix, with the leaders and best of then and
+        children limited to it (a resumed parallel search rebuilds a dispatched round's
+        context from it). Nodes are copies; the RNG is not part of it (a prefix never
+        selects)."""
+        view = StarkTree(**self.params())
+        for node_id in range(count):
+            view.add_node(replace(self.nodes[node_id], children=[]))
+        return view
 
     # --- persistence -------------------------------------------------------------------------
 

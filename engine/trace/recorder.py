@@ -113,7 +113,18 @@ class Trace:
             for directory in (self.dir, self.conductor_dir, *self._verify_dirs()):
                 remove_stale_tmp_files(directory)
             self._current_step = self._highest_step_on_disk()
-        self.last_files: list[Path] = []
+        self._local = threading.local()  # last_files is per thread (a parallel search)
+        self.last_files = []
+
+    @property
+    def last_files(self) -> list[Path]:
+        """The files the calling thread's last record wrote (threads recording at once
+        each see their own)."""
+        return getattr(self._local, "files", [])
+
+    @last_files.setter
+    def last_files(self, files: list[Path]) -> None:
+        self._local.files = files
 
     # --- public API ----------------------------------------------------------------
 
@@ -270,11 +281,16 @@ class Trace:
         node_id: int | None = None,
         round: int | None = None,
         mode: str | None = None,
+        step: int | None = None,
     ) -> None:
-        """Record a search decision under the current step (0 before any action).
+        """Record a search decision under `step`, by default the current step (0 before any
+        action). A caller whose actions interleave with others' (a parallel search) names
+        the step of the action the decision is about.
 
         `mode` (explore/exploit) is read from a SelectNode result when not given.
         """
+        if step is not None and not 0 <= step <= self._current_step:
+            raise ValueError(f"step {step} is not a step of this trace (0..{self._current_step})")
         conductor = ConductorKind.parse(kind)
         prompt, result = _text(prompt, "prompt"), _text(result, "result")
         facts = _json_object(result)
@@ -286,7 +302,7 @@ class Trace:
             found = re.search(r"\b(explore|exploit)\b", str(facts.get("mode") or result), re.I)
             mode = found[1].lower() if found else None
         with self._locked():
-            step = self._current_step
+            step = self._current_step if step is None else step
             stem = f"{self._prefix}{step:02d}_{self.op_name}_{conductor.value}"
             suffix = self._free_conductor_suffix(stem)
             files = [

@@ -204,3 +204,31 @@ def test_a_zero_tolerance_is_a_valid_setting_but_not_both() -> None:
     for bad in (-1e-9, float("nan"), float("inf")):
         _, problems = merge(Settings(), {"rtol": bad})
         assert problems and "stark.rtol must be a finite number >= 0" in problems[0]
+
+
+async def test_parallel_reaches_optimize_and_a_bad_value_is_refused(workspace: Path) -> None:
+    state = workspace.parent / "engine_state"
+    configuration = {"stark": {"parallel": 0, "rounds": 2}}
+    options = {"engineCommand": fake_engine_command(state)}
+    async with lsp_session(workspace, options=options, configuration=configuration) as session:
+        await _settings_applied(session, lambda s: s["rounds"] == 2)
+        await session.wait_for(
+            lambda: any(
+                "stark.parallel must be between 1 and 64, not 0" in m.message
+                for m in session.client.messages
+            ),
+            10,
+            "a warning about stark.parallel",
+        )
+        ref_uri = (workspace / "tiny_ref.py").resolve().as_uri()
+        assert (await _finish(session, "stark.optimize", {"uri": ref_uri}))["state"] == "done"
+        argv = json.loads((state / "argv_optimize.json").read_text())
+        assert "--parallel" not in argv  # 1, the engine's default
+
+        session.client.workspace_did_change_configuration(
+            types.DidChangeConfigurationParams(settings={"stark": {"parallel": 4}})
+        )
+        await _settings_applied(session, lambda s: s["parallel"] == 4)
+        assert (await _finish(session, "stark.optimize", {"uri": ref_uri}))["state"] == "done"
+        argv = json.loads((state / "argv_optimize.json").read_text())
+        assert argv[argv.index("--parallel") + 1] == "4"

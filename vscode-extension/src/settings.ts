@@ -26,6 +26,7 @@ export const SERVER_SETTINGS = [
     'atol',
     'rtol',
     'device',
+    'parallel',
     'maxConcurrentJobs',
     'autoRun',
     'watch.globs',
@@ -56,6 +57,7 @@ export interface ServerSettings {
     atol?: unknown;
     rtol?: unknown;
     device?: unknown;
+    parallel?: unknown;
     maxConcurrentJobs?: unknown;
     autoRun?: unknown;
     watch: { globs?: unknown };

@@ -36,7 +36,8 @@ other: anything else (pooling, cumsum, losses, ...): it stays a torch op.
 
 Tensor-valued args that are parameters or buffers of the module are `Arg(node=...)` naming a
 `get_attr` node, or, for call_module nodes, appear in `GraphNode.attrs` (e.g. a Linear's
-{"weight": "self.gemm.weight", "bias": "self.gemm.bias"}), so generated code can read them
+{"weight": "self.gemm.weight", "bias": "self.gemm.bias"}; each a Python expression, e.g.
+'getattr(self.features, "0").weight' in an nn.Sequential), so generated code can read them
 from `self` and the weights stay the reference's.
 """
 
@@ -158,11 +159,13 @@ class GraphNode:
 @dataclass(frozen=True, slots=True)
 class CapturedGraph:
     nodes: tuple[GraphNode, ...]  # topological order; placeholders first
-    inputs: tuple[str, ...]  # forward's parameters, in order
+    inputs: tuple[str, ...]  # forward's parameters, in order, by node name (`input` -> `input_1`)
     output_code: str  # the forward's return statement as fx wrote it, e.g. "return (relu,)"
     outputs: tuple[str, ...]  # the node names the return statement reads
     method: str = "torch.fx.symbolic_trace"
     device: str = "cpu"
+    # import statements the code lines need beyond torch/operator/builtins ("from math import inf")
+    imports: tuple[str, ...] = ()
 
     def node(self, name: str) -> GraphNode:
         for node in self.nodes:
@@ -189,7 +192,7 @@ class CapturedGraph:
                     kind=raw["kind"],
                     op_class=raw["op_class"],
                     args=tuple(Arg(**a) for a in raw.get("args", ())),
-                    params=dict(raw.get("params", {})),
+                    params=_params(raw.get("params", {})),
                     meta=None
                     if meta is None
                     else TensorMeta(tuple(meta["shape"]), meta["dtype"], meta["contiguous"]),
@@ -205,10 +208,19 @@ class CapturedGraph:
             outputs=tuple(data["outputs"]),
             method=data.get("method", "torch.fx.symbolic_trace"),
             device=data.get("device", "cpu"),
+            imports=tuple(data.get("imports", ())),
         )
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), sort_keys=True)
+
+
+def _params(raw: dict[str, Any]) -> dict[str, Any]:
+    """JSON turns tuples into lists: a reduction's `dim` is a tuple again after the trip."""
+    params = dict(raw)
+    if isinstance(params.get("dim"), list):
+        params["dim"] = tuple(params["dim"])
+    return params
 
 
 @dataclass(frozen=True, slots=True)

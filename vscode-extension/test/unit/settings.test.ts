@@ -17,6 +17,11 @@ describe('serverSettings', () => {
         assert.deepEqual(settings, { agent: 'offline', rounds: 4, watch: { globs: ['**/ref_*.py'] }, trust: false });
     });
 
+    it('forwards the parallel expansions of an optimization job', () => {
+        const settings = serverSettings((key) => (key === 'parallel' ? 4 : undefined), true);
+        assert.deepEqual(settings, { parallel: 4, watch: {}, trust: true });
+    });
+
     it('forwards the correctness tolerances, null meaning the dtype default', () => {
         const values: Record<string, unknown> = { atol: 0.001, rtol: null };
         const settings = serverSettings((key) => values[key], true);

@@ -40,7 +40,7 @@ function deferred(): { promise: Promise<string | undefined>; answer(choice: stri
 describe('changedRestartSettings', () => {
     it('names every setting the server receives and the interpreter, never trace.server', () => {
         const all = changedRestartSettings(() => true);
-        for (const key of ['agent', 'model', 'baseUrl', 'rounds', 'epsilon', 'atol', 'rtol', 'device', 'maxConcurrentJobs', 'autoRun', 'watch.globs', 'interpreter']) {
+        for (const key of ['agent', 'model', 'baseUrl', 'rounds', 'epsilon', 'atol', 'rtol', 'device', 'parallel', 'maxConcurrentJobs', 'autoRun', 'watch.globs', 'interpreter']) {
             assert.ok(all.includes(key), key);
         }
         assert.ok(!all.includes('trace.server'));
