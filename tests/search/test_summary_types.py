@@ -21,7 +21,7 @@ SUMMARY_KEYS = [
     "model", "device", "seed", "score_trace", "figure", "wall_s",
     # appended later (older keys keep their order)
     "search_best_speedup", "remeasured", "baseline_nodes", "agent_calls", "agent_fallback",
-    "atol", "rtol",
+    "atol", "rtol", "best_generated",
 ]  # fmt: skip
 
 

@@ -31,6 +31,7 @@ _GROUP_NAME = re.compile(r"\b(g\d+)_[A-Za-z0-9_]*")
 _COMPILER_LINE = re.compile(r"main\.(?:cpp|cu):(\d+)(?::\d+)?:\s*(?:fatal )?error", re.I)
 _BUILD_FAILED = re.compile(r"Error building extension|ninja: build stopped", re.I)
 _VECTOR_CODE = re.compile(r"Vectorized|at::vec|Sleef|vec::", re.I)
+_SOURCE_ASSIGNMENT = "_STARK_CPP_SOURCE = "
 _SECTION = re.compile(r"// --- group (g\d+)\b")
 _SECTION_END = re.compile(r"// --- end (g\d+)\b")
 
@@ -124,28 +125,25 @@ def culprit(state: KernelState, code: str, log: str, last_move: dict[str, Any] |
 
 def group_at_source_line(code: str, line: int) -> str | None:
     """The group whose `// --- group gN` section holds line `line` of the extension's
-    source, counted from the first line of the source string in the module (load_inline's
-    main.cpp starts with one `#include` line of its own, which is allowed for)."""
-    sections: list[tuple[str, int, int]] = []
-    start: dict[str, int] = {}
-    source_first: int | None = None
-    for number, text in enumerate(code.splitlines(), start=1):
+    main.cpp. The module's C++ is one raw string (`_STARK_CPP_SOURCE = r\"\"\"...`) that
+    load_inline writes out as is (no implicit headers), so main.cpp line L is the module line
+    of that assignment plus L - 1."""
+    lines = code.splitlines()
+    source_line = next(
+        (n for n, text in enumerate(lines, start=1) if text.startswith(_SOURCE_ASSIGNMENT)), None
+    )
+    if source_line is None:
+        return None
+    target = source_line + line - 1
+    current: str | None = None
+    for number, text in enumerate(lines, start=1):
         opened = _SECTION.search(text)
         if opened:
-            if source_first is None:
-                source_first = number
-            start[opened.group(1)] = number
-        closed = _SECTION_END.search(text)
-        if closed and closed.group(1) in start:
-            sections.append((closed.group(1), start.pop(closed.group(1)), number))
-    if source_first is None:
-        return None
-    for name, first, last in sections:
-        # main.cpp line L is roughly module line (first marker) + (L - marker's main.cpp line);
-        # the sections are contiguous, so compare offsets from the first section.
-        offset = line - 2  # minus load_inline's include line, 0-based
-        if first - source_first <= offset <= last - source_first:
-            return name
+            current = opened.group(1)
+        if number == target:
+            return current
+        if _SECTION_END.search(text):
+            current = None
     return None
 
 
