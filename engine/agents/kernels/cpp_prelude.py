@@ -30,6 +30,7 @@ HEADERS = """\
 #include <limits>
 #include <tuple>
 #include <type_traits>
+#include <vector>
 """
 
 STARK_NAMESPACE = """\

@@ -20,7 +20,7 @@ from typing import Any
 from engine.agents.kernels.cpp_function import KernelFunction
 from engine.agents.kernels.cpp_pointwise import emit_sweep, scalar_loop_pragmas
 from engine.agents.kernels.cpp_reduction_plan import Derived, ReductionPlan, Stat
-from engine.agents.kernels.cpp_reduction_values import Load, ReductionWriter
+from engine.agents.kernels.cpp_reduction_values import CACHED, Load, ReductionWriter
 from engine.agents.kernels.cpp_text import CodeWriter
 
 SCALAR_TILE = 64
@@ -59,10 +59,21 @@ def _along_r(rw: ReductionWriter) -> None:
     o, i = ("o", "i") if strided else ("row", "0")
     lit = rw.lit(False)
     grain = schedule["grain"]
-    with (
-        w.block(f"at::parallel_for(0, {count}, {grain}, [&](int64_t begin, int64_t end)", "});"),
-        w.block("for (int64_t row = begin; row < end; ++row)"),
-    ):
+    # a stat marked `cached` keeps its element per reduced position in a buffer of the
+    # thread's chunk, which the epilogue reads instead of computing it again
+    cache = not strided and rw.full_out and plan.program.cached_value is not None
+    with w.block(f"at::parallel_for(0, {count}, {grain}, [&](int64_t begin, int64_t end)", "});"):
+        if cache:
+            w.line("std::vector<float> cache_buffer(kReduced);")
+            w.line("float* const cache_row = cache_buffer.data();")
+        _rows_r(rw, strided, o, i, lit, vec, bool(cache))
+
+
+def _rows_r(
+    rw: ReductionWriter, strided: bool, o: str, i: str, lit: Any, vec: bool, cache: bool
+) -> None:
+    plan, w, layout = rw.plan, rw.w, rw.plan.layout
+    with w.block("for (int64_t row = begin; row < end; ++row)"):
         if strided:
             w.line("const int64_t o = row / kInner;")
             w.line("const int64_t i = row % kInner;")
@@ -91,7 +102,7 @@ def _along_r(rw: ReductionWriter) -> None:
                 w.line(f"const float {name} = {step.value(stats, lit)};")
                 stats[step.name] = name
             else:
-                _pass_r(rw, step, stats, full_load)
+                _pass_r(rw, step, stats, full_load, cache)
         reduced = _reduced_stage_r(rw, stats, o, i)
         if not rw.full_out:
             return
@@ -106,7 +117,13 @@ def _along_r(rw: ReductionWriter) -> None:
 
         def write(bw: CodeWriter, index: str, count: str | None, slot: str | None) -> None:
             known = dict(wrapped)
-            rw.emit_nodes(bw, rw.final_targets(), known, full_load(index, count, bw), vec, seen)
+            here = seen
+            if cache:
+                here = {**seen, CACHED: "cached"}
+                bw.line(
+                    f"const {'Vec' if vec else 'float'} cached = {_cache_load(index, count, vec)};"
+                )
+            rw.emit_nodes(bw, rw.final_targets(), known, full_load(index, count, bw), vec, here)
             for name, row_pointer in outputs.items():
                 if vec:
                     tail = f", {count}" if count else ""
@@ -123,8 +140,10 @@ def _pass_r(
     step: list[Stat],
     stats: dict[str, str],
     full_load: Callable[[str, str | None, CodeWriter], Load],
+    cache: bool = False,
 ) -> None:
-    """One sweep of the output's reduced elements accumulating `step`'s statistics."""
+    """One sweep of the output's reduced elements accumulating `step`'s statistics (and
+    storing a `cached` stat's elements in the row buffer when `cache`)."""
     w, schedule, vec, plan = rw.w, rw.schedule, rw.vec, rw.plan
     unroll = int(schedule["unroll"]) if vec else 1
     accs = [rw.stat_accumulator(s, "Vec" if vec else "float", unroll) for s in step]
@@ -140,7 +159,12 @@ def _pass_r(
         rw.emit_nodes(bw, rw.stat_targets(), known, load, vec, seen)
         x = known[plan.source] if plan.source in known else load(plan.source)
         for stat, acc in zip(step, accs, strict=True):
-            bw.line(acc.add(stat.element(x, seen, rw.lit(vec)), slot, count if vec else None))
+            element = stat.element(x, seen, rw.lit(vec))
+            if cache and stat.cached:
+                bw.line(f"const {'Vec' if vec else 'float'} element = {element};")
+                bw.line(_cache_store("element", index, count, vec))
+                element = "element"
+            bw.line(acc.add(element, slot, count if vec else None))
 
     clauses = " ".join(a.omp_clause() for a in accs if a.omp_clause())
     simd_ok = all(a.simd_ok for a in accs)
@@ -151,6 +175,18 @@ def _pass_r(
         name = rw.stat_name(stat.name)
         w.line(f"const float {name} = {acc.total(horizontal=True)};")
         stats[stat.name] = name
+
+
+def _cache_load(index: str, count: str | None, vec: bool) -> str:
+    if not vec:
+        return f"cache_row[{index}]"
+    return f"Vec::loadu(cache_row + {index}{f', {count}' if count else ''})"
+
+
+def _cache_store(value: str, index: str, count: str | None, vec: bool) -> str:
+    if not vec:
+        return f"cache_row[{index}] = {value};"
+    return f"{value}.store(cache_row + {index}{f', {count}' if count else ''});"
 
 
 def _row_bases(

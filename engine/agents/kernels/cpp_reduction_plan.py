@@ -39,6 +39,7 @@ class Stat:
     name: str  # "max", "sum", ...: the accumulator reads `element` at each reduced element
     combine: str  # "sum" | "max" | "min"
     element: ElementExpr  # (x, stats, k) -> the value accumulated
+    cached: bool = False  # kept per reduced element in a row buffer, for `cached_value`
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,9 @@ class Program:
     steps: list[list[Stat] | Derived]  # a list of stats is one pass over the reduced elements
     reduced_value: StatExpr | None = None  # sum-like: the anchor at an output position
     full_value: ElementExpr | None = None  # row-wise: the anchor at a full position
+    # the anchor at a full position from the cached stat's element (softmax: exp(x - max) is
+    # computed once, in the sum pass, instead of again in the epilogue)
+    cached_value: ElementExpr | None = None
 
 
 @dataclass(slots=True)
@@ -227,9 +231,11 @@ def _program(anchor: GraphNode, count: int) -> Program:
         )
     exp_sum = [Stat("sumexp", "sum", lambda x, s, k: f"stark::exp({x} - {s['max']})")]
     if kind == "softmax":
+        cached_exp = [Stat("sumexp", "sum", exp_sum[0].element, cached=True)]
         return Program(
-            [row_max, exp_sum, Derived("inv", lambda s, k: f"{k(1.0)} / {s['sumexp']}")],
+            [row_max, cached_exp, Derived("inv", lambda s, k: f"{k(1.0)} / {s['sumexp']}")],
             full_value=lambda x, s, k: f"stark::exp({x} - {s['max']}) * {s['inv']}",
+            cached_value=lambda c, s, k: f"{c} * {s['inv']}",
         )
     if kind == "log_softmax":
         return Program(

@@ -18,6 +18,10 @@ from engine.agents.kernels.ir import GraphNode
 Load = Callable[[str], str]  # external value -> its C++ expression at the current position
 
 
+# the key under which the epilogue's stats hold the cached stat's element at this position
+CACHED = "@cached"
+
+
 class ReductionWriter:
     """Emits one reduction group's loops into `fn.body`."""
 
@@ -147,7 +151,10 @@ class ReductionWriter:
         program = self.plan.program
         if program.full_value is None:
             raise UnsupportedGroup(f"{self.plan.anchor.name} has no value at full positions")
-        expression = program.full_value(value(self.plan.source), stats, self.lit(vec))
+        if CACHED in stats and program.cached_value is not None:
+            expression = program.cached_value(stats[CACHED], stats, self.lit(vec))
+        else:
+            expression = program.full_value(value(self.plan.source), stats, self.lit(vec))
         if "affine:weight" in self.operands:
             expression = f"({expression}) * {value('affine:weight')}"
         if "affine:bias" in self.operands:

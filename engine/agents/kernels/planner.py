@@ -117,10 +117,39 @@ def choose_kernel_move(
             )
         )
     if not moves:
+        moves = two_step_moves(analysis, parent, profile, tried)
+    if not moves:
         return KernelMove("keep", parent, "keep the parent", reasons=["nothing left to try"])
     for move in moves:
         move.score += rng.gauss(0.0, NOISE)
     return max(moves, key=lambda m: m.score)
+
+
+def two_step_moves(
+    analysis: KernelAnalysis,
+    parent: KernelState,
+    profile: list[dict[str, Any]] | None,
+    tried: set[str],
+) -> list[KernelMove]:
+    """Untried states two moves from `parent`, when every one-step state was tried: e.g.
+    a fused group at a new schedule from a parent whose fused child lost to eager (the
+    search keeps expanding the better parent, and would otherwise re-emit its code)."""
+    found: dict[str, KernelMove] = {}
+    for first in all_moves(analysis, parent, profile):
+        for second in all_moves(analysis, first.state, profile):
+            key = second.state.key()
+            if key in tried or key in found:
+                continue
+            found[key] = KernelMove(
+                second.kind,
+                second.state,
+                f"{first.title}, then {second.title.split(': ', 1)[-1]}",
+                second.group,
+                {**second.detail, "via": first.to_json()},
+                [*first.reasons, *second.reasons, "every one-step move was tried"],
+                score=0.5 * second.score + 0.1 * first.score,
+            )
+    return list(found.values())
 
 
 def all_moves(

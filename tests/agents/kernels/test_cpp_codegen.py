@@ -653,3 +653,18 @@ def test_unknown_schedule_keys_are_rejected() -> None:
     graph, group = _swish_graph()
     with pytest.raises(ValueError, match="unknown cpp schedule key 'threads'"):
         generate_cpp(graph, group, {"threads": 4})
+
+
+def test_softmax_computes_each_exp_once() -> None:
+    """exp(x - max) is stored per row in the sum pass and read back by the epilogue (ATen's
+    own softmax does the same); computing it twice made the kernel 0.65x of eager."""
+    for mode in ("aten", "simd"):
+        b = GraphBuilder()
+        softmax = b.op("softmax", b.input("x", (6, 1000)), dim=1)
+        graph = b.graph([softmax])
+        group = b.group("reduction", [softmax], anchor=softmax)
+        source = generate_cpp(graph, group, {"vector": mode}).cpp_source
+        # only in the sum pass: its vector loop and masked tail, or its one scalar loop
+        assert source.count("stark::exp(") == (2 if mode == "aten" else 1), source
+        assert "std::vector<float> cache_buffer(kReduced);" in source
+        assert "cached * " in source

@@ -160,3 +160,21 @@ def test_culprit_falls_back_to_the_last_moved_group() -> None:
     state = KernelState("cpp", ("g0", "g1"))
     assert culprit(state, "", "error: something", {"kind": "fuse", "group": "g0"}) == "g0"
     assert culprit(state, "", "error: something", None) == "g1"
+
+
+def test_a_parent_whose_one_step_moves_were_tried_gets_a_two_step_state_not_a_copy() -> None:
+    """The search keeps expanding eager when the fused child lost to it: the next plan is
+    the fused group at a new schedule, never the parent's own code again."""
+    result = analysis(SOFTMAX)
+    fused = KernelState("cpp", ("g1",))
+    tried = [header_item(fused), header_item(KernelState("cpp"))]
+    compile_item = HistoryItem(
+        3, "optimize", True, 1.0, code=make_header({"transforms": ["compile:default"]})
+    )
+    move = choose_kernel_move(
+        result, KernelState("cpp"), [*tried, compile_item], None, random.Random(0)
+    )
+    assert move.kind == "schedule"
+    assert move.state.fused == ("g1",) and move.state.schedules
+    assert move.detail["via"]["kind"] == "fuse"
+    assert move.title.startswith("fuse g1") and ", then " in move.title
