@@ -95,6 +95,12 @@ inline float finite_or_zero(float x) { return std::isinf(x) ? 0.0f : x; }
 inline Vec finite_or_zero(const Vec& x) {
   return Vec::blendv(x, Vec(0.0f), x.abs() == Vec(kInf));
 }
+// A reduction's parallel_for grain (rows or tiles), capped so every thread gets a share:
+// 16 rows of 2 MB with grain 16 would otherwise run on one thread.
+inline int64_t grain_for(int64_t count, int64_t grain) {
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  return std::max<int64_t>(1, std::min<int64_t>(grain, (count + threads - 1) / threads));
+}
 // Lanes [0, n) of v, the others `fill` (the identity of a reduction, for a tail).
 inline Vec first(const Vec& v, int64_t n, float fill) { return Vec::set(Vec(fill), v, n); }
 

@@ -196,3 +196,13 @@ class ReductionWriter:
 
     def stat_name(self, name: str) -> str:
         return self.namer.get(self.plan.anchor.name, name)
+
+
+def offset(terms: list[tuple[str, int]]) -> str:
+    """`o * 4096 + i`: the sum of index * stride, zero strides left out."""
+    parts = [v if s == 1 else f"{v} * {s}" for v, s in terms if s and v != "0"]
+    return " + ".join(parts) or "0"
+
+
+def plus(pointer: str, at: str) -> str:
+    return pointer if at == "0" else f"{pointer} + {at}"
